@@ -1,0 +1,191 @@
+"""Seconds per epoch: the canonical PyTorch VAE example vs `python -m vae_core train`.
+
+The canonical recipe is pytorch/examples' vae/main.py: MLP 784-400-20, Adam 1e-3, batch 128,
+torchvision MNIST with `ToTensor` through a `DataLoader`, sigmoid + BCE + KL, a test pass per epoch.
+Ours trains the same architecture, batch size and epochs (and also evaluates the test set and saves a
+checkpoint every epoch). The two run alternately, each in a child process, and the median seconds
+per epoch of each is compared. On a GPU machine, samples/s of ours on the GPU is printed too.
+
+    python bench/train_speed.py --data-dir ../shared/mnist [--epochs 3] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def canonical(root: str, epochs: int) -> None:
+    """pytorch/examples vae/main.py, trimmed of image saving; prints one JSON line per epoch."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn, optim
+    from torchvision import datasets, transforms
+
+    class VAE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+            self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
+
+        def forward(self, x: torch.Tensor) -> tuple:
+            h1 = F.relu(self.fc1(x.view(-1, 784)))
+            mu, logvar = self.fc21(h1), self.fc22(h1)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+    def loss_function(recon_x, x, mu, logvar):
+        bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+        return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+    torch.manual_seed(1)
+    kwargs = {"batch_size": 128, "num_workers": 1}
+    train_loader = torch.utils.data.DataLoader(
+        datasets.MNIST(root, train=True, transform=transforms.ToTensor()), shuffle=True, **kwargs
+    )
+    test_loader = torch.utils.data.DataLoader(
+        datasets.MNIST(root, train=False, transform=transforms.ToTensor()), shuffle=False, **kwargs
+    )
+    model = VAE()
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        train_loss = 0.0
+        for data, _ in train_loader:
+            optimizer.zero_grad()
+            recon_batch, mu, logvar = model(data)
+            loss = loss_function(recon_batch, data, mu, logvar)
+            loss.backward()
+            train_loss += loss.item()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            for data, _ in test_loader:
+                recon_batch, mu, logvar = model(data)
+                loss_function(recon_batch, data, mu, logvar)
+        elapsed = time.perf_counter() - start
+        print(json.dumps({"epoch": epoch, "seconds": elapsed, "loss": train_loss / 60000}), flush=True)
+
+
+def torchvision_root(data_dir: Path, tmp: Path) -> str:
+    """torchvision's MNIST layout (root/MNIST/raw, unzipped) built from a folder of IDX files."""
+    raw = tmp / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in FILES:
+        source = data_dir / f"{name}.gz"
+        with (
+            gzip.open(source) if source.exists() else open(data_dir / name, "rb") as f,
+            open(raw / name, "wb") as g,
+        ):
+            shutil.copyfileobj(f, g)
+    return str(tmp)
+
+
+def run_canonical(root: str, epochs: int) -> list[float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--canonical-child", root, "--epochs", str(epochs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [json.loads(line)["seconds"] for line in out.stdout.splitlines()]
+
+
+def run_ours(data_dir: Path, epochs: int, device: str, tmp: Path) -> tuple[list[float], float]:
+    """Per-epoch seconds from our metrics log (wall-time differences) and the last samples/s."""
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    shutil.rmtree(out)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vae_core",
+            "train",
+            "--data-dir",
+            str(data_dir),
+            "--arch",
+            "mlp",
+            "--hidden",
+            "400",
+            "--latent-dim",
+            "20",
+            "--batch-size",
+            "128",
+            "--lr",
+            "1e-3",
+            "--epochs",
+            str(epochs),
+            "--device",
+            device,
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ends = [0.0] + [r["wall_time"] for r in records if r["event"] == "epoch"]
+    rate = [r["samples_per_s"] for r in records if r["event"] == "step"][-1]
+    return [b - a for a, b in itertools.pairwise(ends)], rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "mnist")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--canonical-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.canonical_child:
+        canonical(args.canonical_child, args.epochs)
+        return
+
+    import torch
+
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.epochs} epochs x {args.rounds} rounds"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = torchvision_root(args.data_dir, Path(tmp))
+        theirs, ours = [], []
+        for r in range(args.rounds):
+            theirs += run_canonical(root, args.epochs)
+            ours += run_ours(args.data_dir, args.epochs, "cpu", Path(tmp))[0]
+            print(
+                f"round {r + 1}: canonical {statistics.median(theirs):.2f} s/epoch, "
+                f"vae_core {statistics.median(ours):.2f} s/epoch",
+                flush=True,
+            )
+        a, b = statistics.median(theirs), statistics.median(ours)
+        print(f"canonical example: {a:.2f} s/epoch  (all: {', '.join(f'{t:.2f}' for t in theirs)})")
+        print(f"vae_core train:    {b:.2f} s/epoch  (all: {', '.join(f'{t:.2f}' for t in ours)})")
+        print(f"speed-up: {a / b:.2f}x (target >= 4x)")
+        if torch.cuda.is_available():
+            _, rate = run_ours(args.data_dir, args.epochs, "cuda", Path(tmp))
+            print(f"vae_core on {torch.cuda.get_device_name()}: {rate:,.0f} samples/s")
+
+
+if __name__ == "__main__":
+    main()

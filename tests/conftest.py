@@ -1,0 +1,53 @@
+"""Shared fixtures: small synthetic datasets, tiny models, and the real MNIST when it is present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae_core import ImageSet, VAEConfig, load_images
+from vae_core.data import locate
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "mnist"
+
+
+def synthetic_images(n: int, seed: int = 0, name: str = "mnist", split: str = "train") -> ImageSet:
+    """n blurry-blob 28x28 uint8 images with labels 0-9: enough structure for a VAE to learn."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    cx = 6 + 1.6 * labels.float() + torch.randn(n, generator=g)
+    cy = 14 + 3 * torch.randn(n, generator=g)
+    blob = torch.exp(-((xx - cx[:, None, None]) ** 2 + (yy - cy[:, None, None]) ** 2) / 18)
+    images = (255 * blob).round().to(torch.uint8).unsqueeze(1)
+    return ImageSet(name, split, images, labels)
+
+
+@pytest.fixture
+def tiny_data() -> tuple[ImageSet, ImageSet]:
+    return synthetic_images(512, seed=0), synthetic_images(128, seed=1, split="test")
+
+
+@pytest.fixture(
+    params=[
+        VAEConfig(arch="mlp", latent_dim=2, hidden=(32,)),
+        VAEConfig(arch="mlp", latent_dim=5, hidden=(64, 32), activation="tanh"),
+        VAEConfig(arch="conv", latent_dim=3, hidden=(8, 16)),
+        VAEConfig(arch="conv", latent_dim=1, hidden=(4, 8, 8), activation="elu"),
+    ],
+    ids=["mlp-2d", "mlp-deep", "conv", "conv-3-layers"],
+)
+def config(request: pytest.FixtureRequest) -> VAEConfig:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def mnist_test() -> ImageSet:
+    """The real MNIST test set from ../shared/mnist (or data/mnist); skipped when absent."""
+    if SHARED_MNIST.is_dir():
+        return load_images("mnist", "test", SHARED_MNIST)
+    if locate("mnist", "test"):
+        return load_images("mnist", "test", download=False)
+    pytest.skip("MNIST IDX files not found in ../shared/mnist or data/mnist")

@@ -1,0 +1,111 @@
+"""Datasets: IDX reading, folder lookup, the missing-dataset message, batches and binarisation."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vae_core import DatasetError, ImageSet, load_images
+from vae_core.data import fixed_binarization, read_idx, to_float
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> None:
+    """Write a uint8 array as an IDX file (gzipped when the name ends in .gz)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def write_split(folder: Path, prefix: str, n: int, *, gz: bool = True, sep: str = "-") -> np.ndarray:
+    images = np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    suffix = ".gz" if gz else ""
+    write_idx(folder / f"{prefix}-images{sep}idx3-ubyte{suffix}", images, compress=gz)
+    write_idx(folder / f"{prefix}-labels{sep}idx1-ubyte{suffix}", np.arange(n) % 10, compress=gz)
+    return images
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_reads_a_folder_of_idx_files(tmp_path: Path, gz: bool) -> None:
+    """A --data-dir with plain or gzipped IDX files loads as uint8 (N, 1, 28, 28) and int64 labels."""
+    images = write_split(tmp_path, "t10k", 12, gz=gz)
+    test = load_images("mnist", "test", tmp_path)
+    assert test.images.dtype == torch.uint8 and test.images.shape == (12, 1, 28, 28)
+    assert torch.equal(test.images[:, 0], torch.from_numpy(images))
+    assert test.labels.tolist() == [i % 10 for i in range(12)]
+    assert test.classes[3] == "3"
+
+
+def test_finds_kaggle_names_and_torchvision_layout(tmp_path: Path) -> None:
+    """'train-images.idx3-ubyte' names and torchvision's <Class>/raw folders are found too."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_split(raw, "train", 5, gz=False, sep=".")
+    train = load_images("fashion-mnist", "train", tmp_path)
+    assert len(train) == 5 and train.classes[0] == "T-shirt/top"
+
+
+def test_missing_dataset_says_how_to_provide_it(tmp_path: Path) -> None:
+    """A folder without the files gives one message naming the files, --data-dir and VAE_DATA_DIR."""
+    with pytest.raises(DatasetError) as info:
+        load_images("kmnist", "test", tmp_path)
+    message = str(info.value)
+    assert "t10k-images-idx3-ubyte" in message and "--data-dir" in message and "VAE_DATA_DIR" in message
+
+
+def test_failed_download_is_reported_not_raised_raw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without files and without network, the torchvision error becomes a DatasetError with advice."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path))
+
+    def offline(name: str, split: str) -> None:
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr("vae_core.data._download", offline)
+    with pytest.raises(DatasetError, match=r"could not be downloaded.*name resolution"):
+        load_images("mnist", "train")
+
+
+def test_unknown_dataset_and_split_are_refused() -> None:
+    """Names outside the known datasets and splits are refused with the choices."""
+    with pytest.raises(DatasetError, match=r"fashion-mnist"):
+        load_images("cifar10")
+    with pytest.raises(DatasetError, match=r"train"):
+        load_images("mnist", "validation")
+
+
+def test_truncated_or_foreign_idx_files_are_refused(tmp_path: Path) -> None:
+    """A truncated IDX file and a non-IDX file each give a DatasetError naming the file."""
+    good = tmp_path / "a-idx3-ubyte"
+    write_idx(good, np.zeros((4, 28, 28)), compress=False)
+    good.write_bytes(good.read_bytes()[:-10])
+    with pytest.raises(DatasetError, match=r"truncated"):
+        read_idx(good)
+    foreign = tmp_path / "b-idx3-ubyte.gz"
+    foreign.write_bytes(b"not gzip")
+    with pytest.raises(DatasetError, match=r"b-idx3-ubyte.gz"):
+        read_idx(foreign)
+
+
+def test_dynamic_binarisation_is_bernoulli_of_the_intensity() -> None:
+    """Each binarised pixel is 1 with probability intensity/255; `none` keeps the intensity."""
+    images = torch.full((20_000, 1, 2, 2), 64, dtype=torch.uint8)
+    x = to_float(images, "dynamic")
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert x.mean().item() == pytest.approx(64 / 255, abs=0.005)
+    assert torch.equal(to_float(images[:1], "none"), torch.full((1, 1, 2, 2), 64 / 255))
+
+
+def test_fixed_binarisation_is_repeatable() -> None:
+    """The evaluation binarisation depends on the seed alone."""
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    assert torch.equal(fixed_binarization(images, 0), fixed_binarization(images, 0))
+    assert not torch.equal(fixed_binarization(images, 0), fixed_binarization(images, 1))
+
+
+def test_real_mnist_test_set(mnist_test: ImageSet) -> None:
+    """The shared MNIST test set has 10k images with the official label counts."""
+    assert mnist_test.images.shape == (10_000, 1, 28, 28)
+    assert torch.bincount(mnist_test.labels).tolist()[:2] == [980, 1135]

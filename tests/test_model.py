@@ -1,0 +1,65 @@
+"""The model contract: shapes, config validation, and architecture details."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vae_core import VAE, VAEConfig
+
+
+def test_encode_decode_shapes(config: VAEConfig) -> None:
+    """encode maps (N, 1, 28, 28) to two (N, latent_dim) tensors; decode maps back to logits."""
+    model = VAE(config)
+    x = torch.rand(7, 1, 28, 28)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (7, config.latent_dim)
+    assert model.decode(mu).shape == (7, 1, 28, 28)
+
+
+def test_decoder_returns_unbounded_logits() -> None:
+    """The decoder's last layer is linear, so logits are not squashed into [0, 1]."""
+    model = VAE(VAEConfig(latent_dim=2, hidden=(16,)))
+    logits = model.decode(10 * torch.randn(256, 2))
+    assert logits.min() < 0 < 1 < logits.max()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"arch": "rnn"}, "arch"),
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"hidden": ()}, "hidden"),
+        ({"activation": "swish"}, "activation"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs: dict, message: str) -> None:
+    """A bad config names the offending field."""
+    with pytest.raises(ValueError, match=message):
+        VAEConfig(**kwargs)
+
+
+def test_config_is_frozen_and_round_trips_through_a_dict() -> None:
+    """Configs are immutable and rebuild exactly from `to_dict` (as stored in checkpoints)."""
+    config = VAEConfig(arch="conv", latent_dim=4, hidden=[8, 16])
+    with pytest.raises(AttributeError):
+        config.latent_dim = 3  # type: ignore[misc]
+    assert VAEConfig(**config.to_dict()) == config
+    assert config.hidden == (8, 16)
+
+
+def test_wrong_input_shapes_give_clear_errors() -> None:
+    """encode and decode name the expected shape when given another."""
+    model = VAE(VAEConfig(latent_dim=3, hidden=(8,)))
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        model.encode(torch.rand(2, 784))
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        model.decode(torch.rand(2, 2))
+
+
+def test_conv_decoder_size_follows_the_config() -> None:
+    """Conv sizes are derived from the config: three stride-2 layers go 28 -> 4 and back to 28."""
+    model = VAE(VAEConfig(arch="conv", latent_dim=2, hidden=(4, 8, 16)))
+    first = model.decoder[0]
+    assert first.out_features == 16 * 4 * 4
+    assert model.decode(torch.zeros(1, 2)).shape == (1, 1, 28, 28)

@@ -1,0 +1,150 @@
+"""Training: learning, logs, reproducibility, exact resume, graceful stop, and divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae_core import CheckpointError, ImageSet, TrainConfig, TrainingDiverged, VAEConfig, fit, load_checkpoint
+from vae_core.checkpoint import METRICS_FILE, STATE_FILE
+
+MODEL = VAEConfig(arch="mlp", latent_dim=2, hidden=(32,))
+
+
+def run(out: Path, data: tuple[ImageSet, ImageSet], **overrides: object) -> object:
+    options = {"epochs": 2, "batch_size": 64, "log_every": 2, **overrides}
+    resume = bool(options.pop("resume", False))
+    callback = options.pop("callback", None)
+    train, test = data
+    return fit(
+        MODEL,
+        TrainConfig(**options),
+        out,
+        train_set=train,
+        test_set=test,
+        device="cpu",
+        resume=resume,
+        callback=callback,
+    )
+
+
+def weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_training_improves_the_test_elbo_and_logs_jsonl(tmp_path: Path, tiny_data: tuple) -> None:
+    """The test ELBO rises over epochs; metrics.jsonl holds step and epoch records with all fields."""
+    records: list[dict] = []
+    run(tmp_path / "ck", tiny_data, epochs=4, callback=records.append)
+    lines = [json.loads(line) for line in (tmp_path / "ck" / METRICS_FILE).read_text().splitlines()]
+    assert lines == records
+    steps = [r for r in lines if r["event"] == "step"]
+    epochs = [r for r in lines if r["event"] == "epoch"]
+    assert len(epochs) == 4 and len(steps) == 4 * 8 // 2
+    assert {"step", "epoch", "elbo", "recon", "kl", "beta", "lr", "samples_per_s", "wall_time"} <= steps[
+        0
+    ].keys()
+    assert {"test_elbo", "test_recon", "test_kl", "active_units"} <= epochs[0].keys()
+    assert epochs[-1]["test_elbo"] > epochs[0]["test_elbo"]
+    for r in epochs:
+        assert r["test_elbo"] == pytest.approx(-(r["test_recon"] + r["test_kl"]))
+
+
+def test_checkpoint_carries_config_dataset_and_metrics(tmp_path: Path, tiny_data: tuple) -> None:
+    """The written checkpoint loads with its model config, training config, dataset and test metrics."""
+    result = run(tmp_path / "ck", tiny_data, beta=0.5)
+    model = load_checkpoint(tmp_path / "ck")
+    assert model.config == MODEL and model.meta.dataset == "mnist"
+    assert model.meta.train_config["beta"] == 0.5 and model.meta.epoch == 2
+    assert model.meta.metrics == result.metrics
+    assert len(model.meta.metrics["kl_per_dim"]) == 2
+    assert sum(model.meta.metrics["kl_per_dim"]) == pytest.approx(model.meta.metrics["kl"], rel=1e-4)
+
+
+def test_same_seed_same_weights(tmp_path: Path, tiny_data: tuple) -> None:
+    """Two runs with one seed give identical weights; another seed gives different ones."""
+    a = weights(run(tmp_path / "a", tiny_data).model)
+    b = weights(run(tmp_path / "b", tiny_data).model)
+    c = weights(run(tmp_path / "c", tiny_data, seed=1).model)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_resume_continues_exactly(tmp_path: Path, tiny_data: tuple) -> None:
+    """One epoch plus a resumed second equals two epochs in one go, bit for bit."""
+    straight = weights(run(tmp_path / "straight", tiny_data).model)
+    run(tmp_path / "split", tiny_data, epochs=1)
+    resumed = run(tmp_path / "split", tiny_data, epochs=2, resume=True)
+    assert resumed.position.epoch == 2 and resumed.position.step == 16
+    assert all(torch.equal(x, y) for x, y in zip(straight, weights(resumed.model), strict=True))
+
+
+def test_sigint_saves_mid_epoch_and_resume_finishes_the_same_run(tmp_path: Path, tiny_data: tuple) -> None:
+    """SIGINT finishes the step, saves a loadable checkpoint and returns; resuming matches a clean run."""
+    straight = weights(run(tmp_path / "straight", tiny_data).model)
+
+    def interrupt(record: dict) -> None:
+        if record["event"] == "step" and record["step"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    stopped = run(tmp_path / "ck", tiny_data, callback=interrupt)
+    assert stopped.interrupted and stopped.position.step in (6, 7)
+    assert load_checkpoint(tmp_path / "ck").meta.step == stopped.position.step
+    resumed = run(tmp_path / "ck", tiny_data, resume=True)
+    assert not resumed.interrupted and resumed.position.step == 16
+    assert all(torch.equal(x, y) for x, y in zip(straight, weights(resumed.model), strict=True))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, tiny_data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN in the loss raises TrainingDiverged naming the step; the epoch-1 checkpoint survives."""
+    run(tmp_path / "ck", tiny_data, epochs=1)
+    good = (tmp_path / "ck" / "model.pt").read_bytes()
+    from vae_core import training
+
+    real = training.elbo_terms
+    calls = {"n": 0}
+
+    def poisoned(model: torch.nn.Module, x: torch.Tensor) -> object:
+        calls["n"] += 1
+        terms = real(model, x)
+        return terms if calls["n"] < 3 else type(terms)(**{**terms.__dict__, "kl": terms.kl * math.nan})
+
+    monkeypatch.setattr(training, "elbo_terms", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"nan.*step 1[0-9].*last good checkpoint"):
+        run(tmp_path / "ck", tiny_data, epochs=2, resume=True)
+    assert (tmp_path / "ck" / "model.pt").read_bytes() == good
+    assert load_checkpoint(tmp_path / "ck").meta.epoch == 1
+
+
+def test_refuses_to_overwrite_without_resume(tmp_path: Path, tiny_data: tuple) -> None:
+    """Training into a folder that already holds a checkpoint is refused unless resuming."""
+    run(tmp_path / "ck", tiny_data, epochs=1)
+    assert (tmp_path / "ck" / STATE_FILE).exists()
+    with pytest.raises(CheckpointError, match=r"--resume"):
+        run(tmp_path / "ck", tiny_data, epochs=1)
+
+
+def test_beta_warmup_and_cosine_schedule() -> None:
+    """β ramps linearly to its value over the warm-up; the cosine learning rate goes lr -> min_lr."""
+    config = TrainConfig(beta=2.0, warmup_epochs=4, epochs=10, lr=1e-3, lr_schedule="cosine", min_lr=1e-5)
+    assert [config.beta_at(e) for e in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
+    assert config.lr_at(0) == pytest.approx(1e-3)
+    assert config.lr_at(5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert config.lr_at(10) == pytest.approx(1e-5)
+    assert TrainConfig().beta_at(0) == 1.0
+
+
+def test_bad_training_config_is_refused() -> None:
+    """Unknown binarisation, schedule or non-positive sizes name the offending value."""
+    with pytest.raises(ValueError, match=r"binarize"):
+        TrainConfig(binarize="static")
+    with pytest.raises(ValueError, match=r"batch_size"):
+        TrainConfig(batch_size=0)

@@ -1,0 +1,50 @@
+"""vae_core: variational autoencoders for MNIST-like images, without any UI.
+
+The public API; pages, tools and tests import from here.
+"""
+
+from vae_core.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from vae_core.data import DATASETS, DatasetError, ImageSet, load_images
+from vae_core.device import pick_device
+from vae_core.evaluation import (
+    Scores,
+    active_units,
+    eval_inputs,
+    kl_per_dim,
+    log_likelihood,
+    score,
+    summarize,
+)
+from vae_core.model import VAE, VAEConfig
+from vae_core.objective import ElboTerms, bernoulli_nll, elbo_terms, gaussian_kl, iwae_bound
+from vae_core.training import FitResult, TrainConfig, TrainingDiverged, fit
+
+__all__ = [
+    "DATASETS",
+    "VAE",
+    "CheckpointError",
+    "DatasetError",
+    "ElboTerms",
+    "FitResult",
+    "ImageSet",
+    "Scores",
+    "TrainConfig",
+    "TrainingDiverged",
+    "VAEConfig",
+    "active_units",
+    "bernoulli_nll",
+    "elbo_terms",
+    "eval_inputs",
+    "fit",
+    "gaussian_kl",
+    "iwae_bound",
+    "kl_per_dim",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_images",
+    "log_likelihood",
+    "pick_device",
+    "save_checkpoint",
+    "score",
+    "summarize",
+]

@@ -1,0 +1,306 @@
+"""Training: `fit` maximises the ELBO (with optional β and KL warm-up), logs, checkpoints, resumes.
+
+The training set lives on the device as one uint8 tensor; each batch is sliced by a per-epoch
+permutation and converted (and dynamically binarised) on the fly. Progress is reported through a
+callback that receives the same records that go to `metrics.jsonl`, so the trainer knows nothing
+about terminals or web pages.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from vae_core.checkpoint import (
+    METRICS_FILE,
+    STATE_FILE,
+    CheckpointError,
+    append_jsonl,
+    atomic_save,
+    model_file,
+    read_checkpoint,
+    safe_load,
+    save_checkpoint,
+)
+from vae_core.data import BINARIZE, ImageSet, load_images, to_float
+from vae_core.device import pick_device
+from vae_core.evaluation import eval_inputs, summarize
+from vae_core.model import VAE, VAEConfig
+from vae_core.objective import elbo_terms
+
+Callback = Callable[[dict], None]
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained; stored in its checkpoint. Batch size is the global batch."""
+
+    dataset: str = "mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    min_lr: float = 0.0
+    beta: float = 1.0
+    warmup_epochs: float = 0.0
+    binarize: str = "dynamic"
+    seed: int = 0
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        if self.binarize not in BINARIZE:
+            raise ValueError(f"binarize must be one of {BINARIZE}, got {self.binarize!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        for name in ("epochs", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.beta >= 0 and self.warmup_epochs >= 0):
+            raise ValueError("lr must be > 0, beta >= 0 and warmup_epochs >= 0")
+
+    def beta_at(self, epoch: float) -> float:
+        """β, ramped linearly from 0 over the warm-up epochs."""
+        if self.warmup_epochs == 0:
+            return self.beta
+        return self.beta * min(1.0, epoch / self.warmup_epochs)
+
+    def lr_at(self, epoch: float) -> float:
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * epoch / self.epochs))
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Position:
+    """Where training stands: completed epochs, batches into the current one, total steps, seconds."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    wall_time: float = 0.0
+
+
+@dataclass
+class FitResult:
+    model: VAE
+    position: Position
+    interrupted: bool
+    metrics: dict
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM: training finishes its step, saves and returns."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.stop = True
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signals can only be handled on the main thread
+        return
+    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of the training set for one epoch: a function of (seed, epoch) alone."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def _save(
+    out: Path, model: VAE, opt: torch.optim.Optimizer, config: TrainConfig, pos: Position, metrics: dict
+) -> None:
+    """Training state first, then the model file, each atomically: a crash between them is harmless."""
+    atomic_save(
+        {
+            "position": asdict(pos),
+            "optimizer": opt.state_dict(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        out / STATE_FILE,
+    )
+    save_checkpoint(
+        out,
+        model,
+        dataset=config.dataset,
+        train_config=asdict(config),
+        metrics=metrics,
+        epoch=pos.epoch,
+        step=pos.step,
+    )
+
+
+def _restore(out: Path, model: VAE, opt: torch.optim.Optimizer) -> tuple[Position, dict]:
+    ckpt = read_checkpoint(out)
+    state = safe_load(out / STATE_FILE)
+    model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["cpu_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return Position(**state["position"]), ckpt["metrics"]
+
+
+def resume_configs(out: str | Path, epochs: int | None = None) -> tuple[VAEConfig, TrainConfig]:
+    """The model and training config stored in a checkpoint, optionally with a new epoch total."""
+    ckpt = read_checkpoint(out)
+    config = TrainConfig(**ckpt["train_config"])
+    return VAEConfig(**ckpt["model_config"]), replace(config, epochs=epochs or config.epochs)
+
+
+class _Meter:
+    """Running sums of the loss terms on the device; read (one sync) every `log_every` steps."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(3, device=device)
+        self.count = 0
+
+    def add(self, recon: torch.Tensor, kl: torch.Tensor) -> None:
+        self.sums += torch.stack([recon.sum(), kl.sum(), (recon + kl).sum()]).detach()
+        self.count += recon.numel()
+
+    def read(self) -> dict:
+        recon, kl, loss = (self.sums / max(self.count, 1)).tolist()
+        self.sums.zero_()
+        self.count = 0
+        return {"elbo": -loss, "recon": recon, "kl": kl}
+
+
+def fit(
+    model_config: VAEConfig,
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    train_set: ImageSet | None = None,
+    test_set: ImageSet | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    callback: Callback | None = None,
+) -> FitResult:
+    """Train a VAE and write its checkpoint folder `out`; returns the model and how it ended.
+
+    The callback receives each record written to metrics.jsonl: `{"event": "step", ...}` every
+    `log_every` steps and `{"event": "epoch", ...}` with test metrics after every epoch.
+    """
+    out = Path(out)
+    if not resume and model_file(out).exists():
+        raise CheckpointError(
+            f"{out} already holds a checkpoint: pass --resume to continue it, or pick another --out"
+        )
+    dev = pick_device(device)
+    train_set = train_set or load_images(config.dataset, "train", data_dir)
+    test_set = test_set or load_images(config.dataset, "test", data_dir)
+    images = train_set.images.to(dev)
+    test_x = eval_inputs(test_set, config.binarize).to(dev)
+
+    torch.manual_seed(config.seed)
+    model = VAE(model_config).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    pos, metrics = _restore(out, model, opt) if resume else (Position(), {})
+    out.mkdir(parents=True, exist_ok=True)
+
+    def emit(record: dict) -> None:
+        append_jsonl(out / METRICS_FILE, record)
+        if callback:
+            callback(record)
+
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    meter = _Meter(dev)
+    tick, tick_step = time.perf_counter(), pos.step
+    wall_start = time.perf_counter() - pos.wall_time
+    interrupted = False
+    with _graceful_stop() as flag:
+        while pos.epoch < config.epochs and not interrupted:
+            model.train()
+            order = epoch_order(len(images), config.seed, pos.epoch).to(dev)
+            while pos.batch < steps_per_epoch:
+                progress = pos.epoch + pos.batch / steps_per_epoch
+                beta, lr = config.beta_at(progress), config.lr_at(progress)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                idx = order[pos.batch * config.batch_size : (pos.batch + 1) * config.batch_size]
+                x = to_float(images[idx], config.binarize)
+                terms = elbo_terms(model, x)
+                loss = terms.loss(beta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                meter.add(terms.recon, terms.kl)
+                pos.batch += 1
+                pos.step += 1
+                if pos.step % config.log_every == 0 or flag.stop:
+                    record = meter.read()
+                    _check_finite(record, pos, out)
+                    now = time.perf_counter()
+                    emit(
+                        {
+                            "event": "step",
+                            "step": pos.step,
+                            "epoch": pos.epoch + pos.batch / steps_per_epoch,
+                            **record,
+                            "beta": beta,
+                            "lr": lr,
+                            "samples_per_s": (pos.step - tick_step) * config.batch_size / (now - tick),
+                            "wall_time": now - wall_start,
+                        }
+                    )
+                    tick, tick_step = now, pos.step
+                if flag.stop:
+                    interrupted = True
+                    break
+            if not interrupted:
+                pos.epoch, pos.batch = pos.epoch + 1, 0
+            _check_finite(meter.read() if meter.count else {}, pos, out)
+            metrics = summarize(model.eval(), test_x)
+            pos.wall_time = time.perf_counter() - wall_start
+            _check_finite(metrics, pos, out)
+            _save(out, model, opt, config, pos, metrics)
+            emit(
+                {
+                    "event": "interrupted" if interrupted else "epoch",
+                    "step": pos.step,
+                    "epoch": pos.epoch + pos.batch / steps_per_epoch,
+                    **{f"test_{k}": metrics[k] for k in ("elbo", "recon", "kl")},
+                    "active_units": metrics["active_units"],
+                    "beta": beta,
+                    "lr": lr,
+                    "wall_time": pos.wall_time,
+                }
+            )
+    return FitResult(model.eval(), pos, interrupted, metrics)
+
+
+def _check_finite(record: dict, pos: Position, out: Path) -> None:
+    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(
+            f"The loss became {record[bad[0]]} ({', '.join(bad)}) at step {pos.step}, epoch {pos.epoch + 1}. "
+            f"Training stopped; the last good checkpoint (if any) is kept in {out}. "
+            f"Try a lower --lr or a KL warm-up (--warmup-epochs)."
+        )
