@@ -17,6 +17,7 @@ from vae_core.evaluation import (
 )
 from vae_core.model import VAE, VAEConfig
 from vae_core.objective import ElboTerms, bernoulli_nll, elbo_terms, gaussian_kl, iwae_bound
+from vae_core.preprocess import ImageError, preprocess_image
 from vae_core.training import FitResult, TrainConfig, TrainingDiverged, fit
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DatasetError",
     "ElboTerms",
     "FitResult",
+    "ImageError",
     "ImageSet",
     "Scores",
     "TrainConfig",
@@ -44,6 +46,7 @@ __all__ = [
     "load_images",
     "log_likelihood",
     "pick_device",
+    "preprocess_image",
     "save_checkpoint",
     "score",
     "summarize",
