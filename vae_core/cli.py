@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -139,7 +140,8 @@ def train(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     train_set = load_images(config.dataset, "train", args.data_dir)
-    bar = _ProgressBar(total=-(-len(train_set) // config.batch_size) * config.epochs)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
+    bar = _ProgressBar(total=-(-len(train_set) // config.batch_size) * config.epochs) if main_rank else None
     result = fit(
         model_config,
         config,
@@ -150,13 +152,14 @@ def train(args: argparse.Namespace) -> int:
         resume=args.resume,
         callback=bar,
     )
-    bar.bar.close()
-    state = "stopped (resume with --resume)" if result.interrupted else "finished"
-    print(
-        f"Training {state} at epoch {result.position.epoch}, step {result.position.step}: "
-        f"checkpoint in {args.out}",
-        file=sys.stderr,
-    )
+    if bar:
+        bar.bar.close()
+        state = "stopped (resume with --resume)" if result.interrupted else "finished"
+        print(
+            f"Training {state} at epoch {result.position.epoch}, step {result.position.step}: "
+            f"checkpoint in {args.out}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -4,6 +4,9 @@ The training set lives on the device as one uint8 tensor; each batch is sliced b
 permutation and converted (and dynamically binarised) on the fly. Progress is reported through a
 callback that receives the same records that go to `metrics.jsonl`, so the trainer knows nothing
 about terminals or web pages.
+
+Under torchrun every rank takes its share of each global batch (DistributedDataParallel averages
+the gradients), and rank 0 alone logs and writes the checkpoint, in the single-process format.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from vae_core.checkpoint import (
     METRICS_FILE,
@@ -32,6 +37,7 @@ from vae_core.checkpoint import (
 )
 from vae_core.data import BINARIZE, ImageSet, load_images, to_float
 from vae_core.device import pick_device
+from vae_core.distributed import World, join, leave
 from vae_core.evaluation import eval_inputs, summarize
 from vae_core.model import VAE, VAEConfig
 from vae_core.objective import elbo_terms
@@ -131,14 +137,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def _save(
-    out: Path, model: VAE, opt: torch.optim.Optimizer, config: TrainConfig, pos: Position, metrics: dict
-) -> None:
+def _save(out: Path, trainer: _Trainer) -> None:
     """Training state first, then the model file, each atomically: a crash between them is harmless."""
     atomic_save(
         {
-            "position": asdict(pos),
-            "optimizer": opt.state_dict(),
+            "position": asdict(trainer.pos),
+            "optimizer": trainer.opt.state_dict(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
@@ -146,12 +150,12 @@ def _save(
     )
     save_checkpoint(
         out,
-        model,
-        dataset=config.dataset,
-        train_config=asdict(config),
-        metrics=metrics,
-        epoch=pos.epoch,
-        step=pos.step,
+        trainer.model,
+        dataset=trainer.config.dataset,
+        train_config=asdict(trainer.config),
+        metrics=trainer.metrics,
+        epoch=trainer.pos.epoch,
+        step=trainer.pos.step,
     )
 
 
@@ -173,22 +177,87 @@ def resume_configs(out: str | Path, epochs: int | None = None) -> tuple[VAEConfi
     return VAEConfig(**ckpt["model_config"]), replace(config, epochs=epochs or config.epochs)
 
 
+class _Objective(nn.Module):
+    """The model with its ELBO terms as `forward`, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: VAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        terms = elbo_terms(self.model, x)
+        return terms.recon, terms.kl
+
+
 class _Meter:
-    """Running sums of the loss terms on the device; read (one sync) every `log_every` steps."""
+    """Running sums of the loss terms on the device, summed over ranks when read."""
 
     def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(3, device=device)
-        self.count = 0
+        self.sums = torch.zeros(4, device=device)  # recon, kl, recon + kl, images
 
     def add(self, recon: torch.Tensor, kl: torch.Tensor) -> None:
-        self.sums += torch.stack([recon.sum(), kl.sum(), (recon + kl).sum()]).detach()
-        self.count += recon.numel()
+        n = torch.tensor(float(recon.numel()), device=recon.device)
+        self.sums += torch.stack([recon.sum(), kl.sum(), (recon + kl).sum(), n]).detach()
 
-    def read(self) -> dict:
-        recon, kl, loss = (self.sums / max(self.count, 1)).tolist()
+    def read(self, world: World) -> dict:
+        recon, kl, loss, n = world.sum(self.sums.clone()).tolist()
         self.sums.zero_()
-        self.count = 0
-        return {"elbo": -loss, "recon": recon, "kl": kl}
+        n = max(n, 1.0)
+        return {"elbo": -loss / n, "recon": recon / n, "kl": kl / n}
+
+
+class _Trainer:
+    """One training run: the model, its optimizer, where it stands, and how it reports."""
+
+    def __init__(self, model: VAE, config: TrainConfig, out: Path, world: World, callback: Callback | None):
+        self.model, self.config, self.out, self.world, self.callback = model, config, out, world, callback
+        self.device = model.device
+        self.opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        objective = _Objective(model)
+        self.objective = DistributedDataParallel(objective) if world.distributed else objective
+        self.pos, self.metrics = Position(), {}
+        self.meter = _Meter(self.device)
+
+    def steps_per_epoch(self, n: int) -> int:
+        # Under DDP every rank needs a share of every batch: the last, partial batch is dropped.
+        b = self.config.batch_size
+        return n // b if self.world.distributed else math.ceil(n / b)
+
+    def step(self, x: torch.Tensor, beta: float, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        recon, kl = self.objective(x)
+        loss = (recon + beta * kl).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.meter.add(recon, kl)
+
+    def emit(self, record: dict) -> None:
+        if self.world.is_main:
+            append_jsonl(self.out / METRICS_FILE, record)
+            if self.callback:
+                self.callback(record)
+
+    def read_meter(self) -> dict:
+        record = self.meter.read(self.world)
+        _check_finite(record, self.pos, self.out)
+        return record
+
+    def end(self, test_x: torch.Tensor, wall_time: float) -> None:
+        """After an epoch (or an interruption): measure on the test set, save, report."""
+        self.read_meter()
+        self.pos.wall_time = wall_time
+        if self.world.is_main:
+            device = {
+                "device": f"{self.device.type} x{self.world.size}"
+                if self.world.distributed
+                else str(self.device)
+            }
+            self.metrics = summarize(self.model.eval(), test_x) | device | {"wall_time": wall_time}
+            _check_finite(self.metrics, self.pos, self.out)
+            _save(self.out, self)
+        self.world.barrier()
 
 
 def fit(
@@ -206,94 +275,83 @@ def fit(
     """Train a VAE and write its checkpoint folder `out`; returns the model and how it ended.
 
     The callback receives each record written to metrics.jsonl: `{"event": "step", ...}` every
-    `log_every` steps and `{"event": "epoch", ...}` with test metrics after every epoch.
+    `log_every` steps and `{"event": "epoch", ...}` with test metrics after every epoch. Under
+    torchrun, only rank 0 writes, calls back and returns the metrics.
     """
     out = Path(out)
     if not resume and model_file(out).exists():
         raise CheckpointError(
             f"{out} already holds a checkpoint: pass --resume to continue it, or pick another --out"
         )
-    dev = pick_device(device)
+    world, dev = join(pick_device(device))
+    try:
+        return _fit(model_config, config, out, world, dev, data_dir, train_set, test_set, resume, callback)
+    finally:
+        leave(world)
+
+
+def _fit(
+    model_config: VAEConfig,
+    config: TrainConfig,
+    out: Path,
+    world: World,
+    dev: torch.device,
+    data_dir: str | Path | None,
+    train_set: ImageSet | None,
+    test_set: ImageSet | None,
+    resume: bool,
+    callback: Callback | None,
+) -> FitResult:
     train_set = train_set or load_images(config.dataset, "train", data_dir)
     test_set = test_set or load_images(config.dataset, "test", data_dir)
     images = train_set.images.to(dev)
     test_x = eval_inputs(test_set, config.binarize).to(dev)
 
     torch.manual_seed(config.seed)
-    model = VAE(model_config).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    pos, metrics = _restore(out, model, opt) if resume else (Position(), {})
+    trainer = _Trainer(VAE(model_config).to(dev), config, out, world, callback)
+    if resume:
+        trainer.pos, trainer.metrics = _restore(out, trainer.model, trainer.opt)
+    if world.distributed:  # every rank binarises and samples with noise of its own
+        torch.manual_seed(config.seed * 1_000_003 + 7919 * (world.rank + 1) + trainer.pos.step)
     out.mkdir(parents=True, exist_ok=True)
 
-    def emit(record: dict) -> None:
-        append_jsonl(out / METRICS_FILE, record)
-        if callback:
-            callback(record)
-
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
-    meter = _Meter(dev)
+    pos, steps = trainer.pos, trainer.steps_per_epoch(len(images))
     tick, tick_step = time.perf_counter(), pos.step
     wall_start = time.perf_counter() - pos.wall_time
     interrupted = False
     with _graceful_stop() as flag:
         while pos.epoch < config.epochs and not interrupted:
-            model.train()
+            trainer.model.train()
             order = epoch_order(len(images), config.seed, pos.epoch).to(dev)
-            while pos.batch < steps_per_epoch:
-                progress = pos.epoch + pos.batch / steps_per_epoch
+            while pos.batch < steps and not interrupted:
+                progress = pos.epoch + pos.batch / steps
                 beta, lr = config.beta_at(progress), config.lr_at(progress)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                idx = order[pos.batch * config.batch_size : (pos.batch + 1) * config.batch_size]
-                x = to_float(images[idx], config.binarize)
-                terms = elbo_terms(model, x)
-                loss = terms.loss(beta)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                meter.add(terms.recon, terms.kl)
-                pos.batch += 1
-                pos.step += 1
-                if pos.step % config.log_every == 0 or flag.stop:
-                    record = meter.read()
-                    _check_finite(record, pos, out)
+                batch = order[pos.batch * config.batch_size : (pos.batch + 1) * config.batch_size]
+                trainer.step(to_float(images[batch[world.rank :: world.size]], config.binarize), beta, lr)
+                pos.batch, pos.step = pos.batch + 1, pos.step + 1
+                at_log = pos.step % config.log_every == 0
+                # Ranks must stop at the same step: under DDP they agree at each log step.
+                interrupted = world.any(flag.stop, dev) if world.distributed and at_log else flag.stop
+                if at_log or interrupted:
                     now = time.perf_counter()
-                    emit(
-                        {
-                            "event": "step",
-                            "step": pos.step,
-                            "epoch": pos.epoch + pos.batch / steps_per_epoch,
-                            **record,
-                            "beta": beta,
-                            "lr": lr,
-                            "samples_per_s": (pos.step - tick_step) * config.batch_size / (now - tick),
-                            "wall_time": now - wall_start,
-                        }
+                    rate = (pos.step - tick_step) * config.batch_size / (now - tick)
+                    trainer.emit(
+                        {"event": "step", "step": pos.step, "epoch": pos.epoch + pos.batch / steps}
+                        | trainer.read_meter()
+                        | {"beta": beta, "lr": lr, "samples_per_s": rate, "wall_time": now - wall_start}
                     )
                     tick, tick_step = now, pos.step
-                if flag.stop:
-                    interrupted = True
-                    break
             if not interrupted:
                 pos.epoch, pos.batch = pos.epoch + 1, 0
-            _check_finite(meter.read() if meter.count else {}, pos, out)
-            metrics = summarize(model.eval(), test_x)
-            pos.wall_time = time.perf_counter() - wall_start
-            _check_finite(metrics, pos, out)
-            _save(out, model, opt, config, pos, metrics)
-            emit(
-                {
-                    "event": "interrupted" if interrupted else "epoch",
-                    "step": pos.step,
-                    "epoch": pos.epoch + pos.batch / steps_per_epoch,
-                    **{f"test_{k}": metrics[k] for k in ("elbo", "recon", "kl")},
-                    "active_units": metrics["active_units"],
-                    "beta": beta,
-                    "lr": lr,
-                    "wall_time": pos.wall_time,
-                }
+            trainer.end(test_x, time.perf_counter() - wall_start)
+            m = trainer.metrics
+            trainer.emit(
+                {"event": "interrupted" if interrupted else "epoch", "step": pos.step}
+                | {"epoch": pos.epoch + pos.batch / steps}
+                | {f"test_{k}": m.get(k) for k in ("elbo", "recon", "kl")}
+                | {"active_units": m.get("active_units"), "beta": beta, "lr": lr, "wall_time": pos.wall_time}
             )
-    return FitResult(model.eval(), pos, interrupted, metrics)
+    return FitResult(trainer.model.eval(), pos, interrupted, trainer.metrics)
 
 
 def _check_finite(record: dict, pos: Position, out: Path) -> None:
