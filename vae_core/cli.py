@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -19,7 +20,7 @@ from vae_core.checkpoint import CheckpointError, load_checkpoint, update_metrics
 from vae_core.data import BINARIZE, DATASETS, DatasetError, load_images
 from vae_core.device import pick_device
 from vae_core.evaluation import eval_inputs, summarize
-from vae_core.model import ACTIVATIONS, ARCHITECTURES, VAEConfig
+from vae_core.model import ACTIVATIONS, ARCHITECTURES, VAE, VAEConfig
 from vae_core.training import LR_SCHEDULES, TrainConfig, TrainingDiverged, fit, resume_configs
 
 DATA_DIR_HELP = (
@@ -67,6 +68,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for weights, batches and binarisation")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+    p.add_argument(
+        "--timelapse",
+        action="store_true",
+        help="after every epoch, save the decoded latent grid and the map of 1000 test images (timelapse/)",
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue the checkpoint in --out with its stored settings"
     )
@@ -151,6 +157,7 @@ def train(args: argparse.Namespace) -> int:
         device=args.device,
         resume=args.resume,
         callback=bar,
+        on_epoch=_timelapse_hook(config, args) if args.timelapse else None,
     )
     if bar:
         bar.bar.close()
@@ -161,6 +168,15 @@ def train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _timelapse_hook(config: TrainConfig, args: argparse.Namespace) -> Callable[[VAE, int], None]:
+    """Snapshots of the latent space after every epoch, on a fixed subset of the test set."""
+    from vae_core import timelapse
+
+    test = load_images(config.dataset, "test", args.data_dir)
+    x, labels = eval_inputs(test, config.binarize)[: timelapse.N_IMAGES], test.labels[: timelapse.N_IMAGES]
+    return lambda model, epoch: timelapse.snapshot(model, x, labels, Path(args.out), epoch)
 
 
 def evaluate(args: argparse.Namespace) -> int:

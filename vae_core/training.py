@@ -43,6 +43,7 @@ from vae_core.model import VAE, VAEConfig
 from vae_core.objective import elbo_terms
 
 Callback = Callable[[dict], None]
+EpochHook = Callable[[VAE, int], None]
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -271,11 +272,13 @@ def fit(
     device: str = "auto",
     resume: bool = False,
     callback: Callback | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> FitResult:
     """Train a VAE and write its checkpoint folder `out`; returns the model and how it ended.
 
     The callback receives each record written to metrics.jsonl: `{"event": "step", ...}` every
-    `log_every` steps and `{"event": "epoch", ...}` with test metrics after every epoch. Under
+    `log_every` steps and `{"event": "epoch", ...}` with test metrics after every epoch; `on_epoch`
+    gets the model (in eval mode) and the epoch number after each epoch's checkpoint. Under
     torchrun, only rank 0 writes, calls back and returns the metrics.
     """
     out = Path(out)
@@ -285,7 +288,9 @@ def fit(
         )
     world, dev = join(pick_device(device))
     try:
-        return _fit(model_config, config, out, world, dev, data_dir, train_set, test_set, resume, callback)
+        return _fit(
+            model_config, config, out, world, dev, data_dir, train_set, test_set, resume, callback, on_epoch
+        )
     finally:
         leave(world)
 
@@ -301,6 +306,7 @@ def _fit(
     test_set: ImageSet | None,
     resume: bool,
     callback: Callback | None,
+    on_epoch: EpochHook | None,
 ) -> FitResult:
     train_set = train_set or load_images(config.dataset, "train", data_dir)
     test_set = test_set or load_images(config.dataset, "test", data_dir)
@@ -351,6 +357,8 @@ def _fit(
                 | {f"test_{k}": m.get(k) for k in ("elbo", "recon", "kl")}
                 | {"active_units": m.get("active_units"), "beta": beta, "lr": lr, "wall_time": pos.wall_time}
             )
+            if on_epoch and world.is_main and not interrupted:
+                on_epoch(trainer.model.eval(), pos.epoch)
     return FitResult(trainer.model.eval(), pos, interrupted, trainer.metrics)
 
 
