@@ -210,29 +210,102 @@ class _Meter:
 class _Trainer:
     """One training run: the model, its optimizer, where it stands, and how it reports."""
 
-    def __init__(self, model: VAE, config: TrainConfig, out: Path, world: World, callback: Callback | None):
-        self.model, self.config, self.out, self.world, self.callback = model, config, out, world, callback
+    def __init__(self, model: VAE, config: TrainConfig, out: Path, world: World) -> None:
+        self.model, self.config, self.out, self.world = model, config, out, world
         self.device = model.device
         self.opt = torch.optim.Adam(model.parameters(), lr=config.lr)
         objective = _Objective(model)
         self.objective = DistributedDataParallel(objective) if world.distributed else objective
         self.pos, self.metrics = Position(), {}
         self.meter = _Meter(self.device)
+        self.callback: Callback | None = None
+        self.on_epoch: EpochHook | None = None
+        self.interrupted = False
+
+    def restore(self) -> None:
+        self.pos, self.metrics = _restore(self.out, self.model, self.opt)
+
+    def run(self, images: torch.Tensor, test_x: torch.Tensor) -> FitResult:
+        """Train until the configured epoch total, or until SIGINT/SIGTERM."""
+        if self.world.distributed:  # every rank binarises and samples with noise of its own
+            torch.manual_seed(self.config.seed * 1_000_003 + 7919 * (self.world.rank + 1) + self.pos.step)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.clock = _Clock(self.pos)
+        with _graceful_stop() as flag:
+            while self.pos.epoch < self.config.epochs and not self.interrupted:
+                self.train_epoch(images, flag)
+                self.finish_epoch(test_x)
+        return FitResult(self.model.eval(), self.pos, self.interrupted, self.metrics)
 
     def steps_per_epoch(self, n: int) -> int:
         # Under DDP every rank needs a share of every batch: the last, partial batch is dropped.
         b = self.config.batch_size
         return n // b if self.world.distributed else math.ceil(n / b)
 
-    def step(self, x: torch.Tensor, beta: float, lr: float) -> None:
+    def train_epoch(self, images: torch.Tensor, flag: _StopFlag) -> None:
+        config, pos, world = self.config, self.pos, self.world
+        self.model.train()
+        self.steps = self.steps_per_epoch(len(images))
+        order = epoch_order(len(images), config.seed, pos.epoch).to(self.device)
+        while pos.batch < self.steps and not self.interrupted:
+            progress = pos.epoch + pos.batch / self.steps
+            self.beta, self.lr = config.beta_at(progress), config.lr_at(progress)
+            batch = order[pos.batch * config.batch_size : (pos.batch + 1) * config.batch_size]
+            self.step(to_float(images[batch[world.rank :: world.size]], config.binarize))
+            pos.batch, pos.step = pos.batch + 1, pos.step + 1
+            at_log = pos.step % config.log_every == 0
+            # Ranks must stop at the same step: under DDP they agree at each log step.
+            self.interrupted = (
+                world.any(flag.stop, self.device) if world.distributed and at_log else flag.stop
+            )
+            if at_log or self.interrupted:
+                self.log_step()
+        if not self.interrupted:
+            pos.epoch, pos.batch = pos.epoch + 1, 0
+
+    def step(self, x: torch.Tensor) -> None:
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.lr
         recon, kl = self.objective(x)
-        loss = (recon + beta * kl).mean()
+        loss = (recon + self.beta * kl).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.meter.add(recon, kl)
+
+    def log_step(self) -> None:
+        record = self.read_meter()
+        rate = self.clock.samples_per_s(self.pos.step, self.config.batch_size)
+        self.emit(
+            {"event": "step", "step": self.pos.step, "epoch": self.pos.epoch + self.pos.batch / self.steps}
+            | record
+            | {"beta": self.beta, "lr": self.lr, "samples_per_s": rate, "wall_time": self.clock.wall_time()}
+        )
+
+    def finish_epoch(self, test_x: torch.Tensor) -> None:
+        """After an epoch (or an interruption): measure on the test set, save, report."""
+        self.read_meter()
+        self.pos.wall_time = self.clock.wall_time()
+        if self.world.is_main:
+            self.metrics = summarize(self.model.eval(), test_x) | self.device_and_time()
+            _check_finite(self.metrics, self.pos, self.out)
+            _save(self.out, self)
+        self.world.barrier()
+        m, pos = self.metrics, self.pos
+        self.emit(
+            {"event": "interrupted" if self.interrupted else "epoch", "step": pos.step}
+            | {"epoch": pos.epoch + pos.batch / self.steps}
+            | {f"test_{k}": m.get(k) for k in ("elbo", "recon", "kl")}
+            | {"active_units": m.get("active_units"), "beta": self.beta, "lr": self.lr}
+            | {"wall_time": pos.wall_time}
+        )
+        if self.on_epoch and self.world.is_main and not self.interrupted:
+            self.on_epoch(self.model.eval(), pos.epoch)
+
+    def device_and_time(self) -> dict:
+        world = self.world
+        device = f"{self.device.type} x{world.size}" if world.distributed else str(self.device)
+        return {"device": device, "wall_time": self.pos.wall_time}
 
     def emit(self, record: dict) -> None:
         if self.world.is_main:
@@ -245,20 +318,22 @@ class _Trainer:
         _check_finite(record, self.pos, self.out)
         return record
 
-    def end(self, test_x: torch.Tensor, wall_time: float) -> None:
-        """After an epoch (or an interruption): measure on the test set, save, report."""
-        self.read_meter()
-        self.pos.wall_time = wall_time
-        if self.world.is_main:
-            device = {
-                "device": f"{self.device.type} x{self.world.size}"
-                if self.world.distributed
-                else str(self.device)
-            }
-            self.metrics = summarize(self.model.eval(), test_x) | device | {"wall_time": wall_time}
-            _check_finite(self.metrics, self.pos, self.out)
-            _save(self.out, self)
-        self.world.barrier()
+
+class _Clock:
+    """Wall time across resumes, and throughput since the last reading."""
+
+    def __init__(self, pos: Position) -> None:
+        self.start = time.perf_counter() - pos.wall_time
+        self.tick, self.tick_step = time.perf_counter(), pos.step
+
+    def wall_time(self) -> float:
+        return time.perf_counter() - self.start
+
+    def samples_per_s(self, step: int, batch_size: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self.tick_step) * batch_size / max(now - self.tick, 1e-9)
+        self.tick, self.tick_step = now, step
+        return rate
 
 
 def fit(
@@ -288,78 +363,16 @@ def fit(
         )
     world, dev = join(pick_device(device))
     try:
-        return _fit(
-            model_config, config, out, world, dev, data_dir, train_set, test_set, resume, callback, on_epoch
-        )
+        train_set = train_set or load_images(config.dataset, "train", data_dir)
+        test_set = test_set or load_images(config.dataset, "test", data_dir)
+        torch.manual_seed(config.seed)
+        trainer = _Trainer(VAE(model_config).to(dev), config, out, world)
+        trainer.callback, trainer.on_epoch = callback, on_epoch
+        if resume:
+            trainer.restore()
+        return trainer.run(train_set.images.to(dev), eval_inputs(test_set, config.binarize).to(dev))
     finally:
         leave(world)
-
-
-def _fit(
-    model_config: VAEConfig,
-    config: TrainConfig,
-    out: Path,
-    world: World,
-    dev: torch.device,
-    data_dir: str | Path | None,
-    train_set: ImageSet | None,
-    test_set: ImageSet | None,
-    resume: bool,
-    callback: Callback | None,
-    on_epoch: EpochHook | None,
-) -> FitResult:
-    train_set = train_set or load_images(config.dataset, "train", data_dir)
-    test_set = test_set or load_images(config.dataset, "test", data_dir)
-    images = train_set.images.to(dev)
-    test_x = eval_inputs(test_set, config.binarize).to(dev)
-
-    torch.manual_seed(config.seed)
-    trainer = _Trainer(VAE(model_config).to(dev), config, out, world, callback)
-    if resume:
-        trainer.pos, trainer.metrics = _restore(out, trainer.model, trainer.opt)
-    if world.distributed:  # every rank binarises and samples with noise of its own
-        torch.manual_seed(config.seed * 1_000_003 + 7919 * (world.rank + 1) + trainer.pos.step)
-    out.mkdir(parents=True, exist_ok=True)
-
-    pos, steps = trainer.pos, trainer.steps_per_epoch(len(images))
-    tick, tick_step = time.perf_counter(), pos.step
-    wall_start = time.perf_counter() - pos.wall_time
-    interrupted = False
-    with _graceful_stop() as flag:
-        while pos.epoch < config.epochs and not interrupted:
-            trainer.model.train()
-            order = epoch_order(len(images), config.seed, pos.epoch).to(dev)
-            while pos.batch < steps and not interrupted:
-                progress = pos.epoch + pos.batch / steps
-                beta, lr = config.beta_at(progress), config.lr_at(progress)
-                batch = order[pos.batch * config.batch_size : (pos.batch + 1) * config.batch_size]
-                trainer.step(to_float(images[batch[world.rank :: world.size]], config.binarize), beta, lr)
-                pos.batch, pos.step = pos.batch + 1, pos.step + 1
-                at_log = pos.step % config.log_every == 0
-                # Ranks must stop at the same step: under DDP they agree at each log step.
-                interrupted = world.any(flag.stop, dev) if world.distributed and at_log else flag.stop
-                if at_log or interrupted:
-                    now = time.perf_counter()
-                    rate = (pos.step - tick_step) * config.batch_size / (now - tick)
-                    trainer.emit(
-                        {"event": "step", "step": pos.step, "epoch": pos.epoch + pos.batch / steps}
-                        | trainer.read_meter()
-                        | {"beta": beta, "lr": lr, "samples_per_s": rate, "wall_time": now - wall_start}
-                    )
-                    tick, tick_step = now, pos.step
-            if not interrupted:
-                pos.epoch, pos.batch = pos.epoch + 1, 0
-            trainer.end(test_x, time.perf_counter() - wall_start)
-            m = trainer.metrics
-            trainer.emit(
-                {"event": "interrupted" if interrupted else "epoch", "step": pos.step}
-                | {"epoch": pos.epoch + pos.batch / steps}
-                | {f"test_{k}": m.get(k) for k in ("elbo", "recon", "kl")}
-                | {"active_units": m.get("active_units"), "beta": beta, "lr": lr, "wall_time": pos.wall_time}
-            )
-            if on_epoch and world.is_main and not interrupted:
-                on_epoch(trainer.model.eval(), pos.epoch)
-    return FitResult(trainer.model.eval(), pos, interrupted, trainer.metrics)
 
 
 def _check_finite(record: dict, pos: Position, out: Path) -> None:

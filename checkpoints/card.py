@@ -1,0 +1,44 @@
+"""Print the model-card table of checkpoints/README.md from the checkpoints themselves.
+
+python checkpoints/card.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vae_core import list_checkpoints, load_checkpoint
+
+HERE = Path(__file__).resolve().parent
+
+
+def row(path: Path) -> str:
+    model = load_checkpoint(path)
+    c, m, t = model.config, model.meta.metrics, model.meta.train_config
+    nll = f"{m['nll']:.2f} (k={m['nll_k']})" if "nll" in m else "–"
+    hidden = "-".join(map(str, c.hidden))
+    return (
+        f"| `{path.name}` | {model.meta.dataset} | {c.arch} {hidden} {c.activation} | {c.latent_dim} "
+        f"| {model.meta.epoch} | {m.get('device', '?')}, {m.get('wall_time', 0) / 60:.0f} min "
+        f"| {m['elbo']:.2f} ({m['recon']:.2f} + {m['kl']:.2f}) | {nll} "
+        f"| {m['active_units']}/{c.latent_dim} "
+        f"| {t['binarize']}, β={t['beta']}, lr {t['lr']:g} {t['lr_schedule']} |"
+    )
+
+
+def main() -> None:
+    print(
+        "| model | dataset | architecture | latent dim | epochs | device, wall time "
+        "| test ELBO (recon + KL), nats | NLL, nats | active units | training |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for path in list_checkpoints(HERE):
+        print(row(path))
+    for path in list_checkpoints(HERE):
+        kl = [round(v, 2) for v in load_checkpoint(path).meta.metrics["kl_per_dim"]]
+        print(f"\n`{path.name}` KL per dimension (nats): {json.dumps(kl)}")
+
+
+if __name__ == "__main__":
+    main()
