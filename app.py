@@ -1,0 +1,85 @@
+"""Overview: what a VAE is, the selected model's card, its KL per dimension, samples and reconstructions.
+
+Run with `streamlit run app.py` (options after `--`: `--checkpoint PATH`, `--data-dir DIR`).
+The other pages live in pages/, Streamlit's built-in multipage folder.
+"""
+
+import streamlit as st
+
+import explorer as ui
+from vae_core import explore as ex
+
+ck = ui.page("VAE latent-space explorer")
+model = ui.model(ck)
+
+st.markdown(
+    "A **variational autoencoder** learns an encoder $q_\\phi(z\\mid x)=\\mathcal N(\\mu_\\phi(x),"
+    "\\operatorname{diag}\\sigma^2_\\phi(x))$ and a decoder $p_\\theta(x\\mid z)$ (here one Bernoulli per "
+    "pixel, with logits from the network) under the prior $p(z)=\\mathcal N(0, I)$. Sampling is "
+    "reparameterised, $z=\\mu+\\sigma\\odot\\varepsilon$ with $\\varepsilon\\sim\\mathcal N(0,I)$, so both "
+    "networks are trained together by maximising the evidence lower bound:"
+)
+st.latex(
+    r"\log p_\theta(x) \;\ge\; \mathrm{ELBO}(x) = \mathbb E_{q_\phi(z\mid x)}\big[\log p_\theta(x\mid z)\big]"
+    r" - \mathrm{KL}\big(q_\phi(z\mid x)\,\|\,p(z)\big)"
+)
+st.markdown(
+    "Below, *recon* is $-\\mathbb E_q[\\log p(x\\mid z)]$ and *KL* the second term, both in nats per test "
+    "image, so ELBO = −(recon + KL). A dimension whose KL is near zero is *inactive*: its posterior equals "
+    "the prior and the decoder ignores it."
+)
+
+left, right = st.columns([2, 3])
+with left:
+    st.subheader("Model card")
+    ui.card_table(model)
+with right:
+    st.subheader("KL per latent dimension")
+    if kl := model.meta.metrics.get("kl_per_dim"):
+        st.altair_chart(ui.kl_chart(kl), width="stretch")
+    else:
+        st.info(
+            "This checkpoint stores no KL per dimension; run `python -m vae_core evaluate --write` on it."
+        )
+
+
+@st.fragment
+def prior_samples() -> None:
+    st.subheader("Samples from the prior")
+    ui.from_query("temperature", 1.0, float)
+    ui.from_query("seed", 0, int)
+    left, right = st.columns([3, 1])
+    temperature = left.slider("temperature (σ of z)", 0.0, 2.0, step=0.05, key="temperature")
+    right.button("Resample", on_click=ui.bump, args=("seed",), width="stretch")
+    with ui.errors():
+        z = ex.sample_prior(model, 32, temperature=temperature, seed=st.session_state["seed"])
+        ui.picture(
+            ui.png(ex.decode_images(model, z), 16), caption="z ~ N(0, temperature² I), decoded", width=840
+        )
+    ui.to_query(temperature=temperature, seed=st.session_state["seed"])
+
+
+@st.fragment
+def reconstructions() -> None:
+    st.subheader("Reconstructions of test images")
+    test = ui.test_set(model.meta.dataset)
+    if test is None:
+        return
+    ui.from_query("recon_seed", 0, int)
+    st.button("Other images", on_click=ui.bump, args=("recon_seed",))
+    indices = ui.random_indices(len(test), 12, st.session_state["recon_seed"])
+    x = ui.model_inputs(ck, test, indices)
+    with ui.errors():
+        x_hat, error = ex.reconstruct(model, x)
+        ui.picture(
+            ui.png(ex.to_images(x), 12), caption="model input x (binarised as in evaluation)", width=840
+        )
+        ui.picture(ui.png(x_hat, 12), caption="reconstruction: the decoded posterior mean", width=840)
+        ui.picture(
+            ui.png(ex.colorize(error), 12), caption="per-pixel error |x − x̂| (black 0 → white 1)", width=840
+        )
+    ui.to_query(recon_seed=st.session_state["recon_seed"])
+
+
+prior_samples()
+reconstructions()

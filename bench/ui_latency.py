@@ -1,0 +1,88 @@
+"""Server-side latency of the explorer's interactive fragments, from a widget change to a new image.
+
+For 200 random settings it times what the Sliders and Latent grid fragments compute on a rerun: the
+vae_core calls, the PNG encoding, the eager CSV download (PNG and GIF downloads are built on click)
+and, for the grid, the Plotly figure with the encoded test set, serialised as st.plotly_chart does.
+Browser rendering and the websocket are not included. Prints p50 / p95 in milliseconds.
+
+    python bench/ui_latency.py [--checkpoint checkpoints/mnist-2d] [--settings 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import plotly.io
+import plotly.tools
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the app's helper module lives at the root
+
+import explorer as ui
+from vae_core import DatasetError, eval_inputs, load_checkpoint, load_images
+from vae_core import explore as ex
+
+
+def slider_step(model, rng: np.random.Generator) -> None:
+    z = rng.uniform(-3, 3, model.config.latent_dim)
+    image = ex.decode_images(model, z)[0]
+    ui.png(image), ui.csv_bytes(z)  # the PNG download is built only when clicked
+
+
+def grid_step(
+    model, rng: np.random.Generator, mu: np.ndarray | None, labels: np.ndarray | None, classes
+) -> None:
+    n = int(rng.integers(2, 31))
+    spacing = str(rng.choice(ex.SPACINGS))
+    extent = float(rng.uniform(0.5, 0.99) if spacing == "quantile" else rng.uniform(0.5, 6.0))
+    images, axis = ex.latent_grid(model, n, spacing=spacing, extent=extent)
+    points = None if mu is None else ex.to_display(mu, spacing)
+    fig = ui.latent_map(
+        grid=images, axis=axis, spacing=spacing, points=points, labels=labels, classes=classes
+    )
+    plotly.io.to_json(
+        plotly.tools.return_figure_from_figure_or_data(fig, True), validate=False
+    )  # as st.plotly_chart
+
+
+def percentiles(step, settings: int) -> tuple[float, float]:
+    times = []
+    for _ in range(settings):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="checkpoints/mnist-2d")
+    parser.add_argument("--settings", type=int, default=200)
+    args = parser.parse_args()
+    model = load_checkpoint(args.checkpoint)
+    mu = labels = None
+    classes: tuple[str, ...] = ()
+    if model.config.latent_dim == 2:
+        try:
+            test = load_images(model.meta.dataset, "test", download=False)
+            mu = ex.encode_means(model, eval_inputs(test, model.meta.train_config["binarize"]))
+            labels, classes = test.labels.numpy(), test.classes
+        except DatasetError:
+            print("(no test set: the grid is timed without the encoded test set)")
+    rng = np.random.default_rng(0)
+    for name, step in (
+        ("slider -> decoded image", lambda: slider_step(model, rng)),
+        ("grid control -> grid + map", lambda: grid_step(model, rng, mu, labels, classes)),
+    ):
+        percentiles(step, 5)  # warm-up
+        p50, p95 = percentiles(step, args.settings)
+        print(
+            f"{name:28s} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms  ({args.settings} settings, {args.checkpoint})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""The maths behind the explorer: decoding grids, samples, paths and arithmetic in latent space.
+
+Everything takes and returns NumPy arrays (z as (N, latent_dim) float, images as (N, H, W) floats in
+[0, 1]) so that the app's pages only wire widgets to these functions. Images are `sigmoid(logits)`
+of the decoder, for display only; no function here scores a model (that is `vae_core.evaluation`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vae_core.model import VAE
+
+SPACINGS = ("quantile", "range")
+METHODS = ("linear", "slerp")
+
+__all__ = [
+    "METHODS",
+    "SPACINGS",
+    "colorize",
+    "decode_images",
+    "encode_means",
+    "from_display",
+    "grid_axis",
+    "grid_latents",
+    "interpolate",
+    "kl_order",
+    "latent_arithmetic",
+    "latent_grid",
+    "pca_2d",
+    "project",
+    "reconstruct",
+    "sample_prior",
+    "slice_point",
+    "tile",
+    "to_display",
+    "to_gif",
+    "to_images",
+    "to_png",
+]
+
+
+def _as_tensor(a: np.ndarray | Sequence[float]) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float32))
+
+
+def _channels_last(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) -> (N, H, W) for grey images, (N, H, W, C) for colour."""
+    images = images.cpu().numpy()
+    return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+
+
+def to_images(x: torch.Tensor) -> np.ndarray:
+    """Model inputs (N, C, H, W) in [0, 1] -> display images (N, H, W)."""
+    return _channels_last(x.float())
+
+
+@torch.no_grad()
+def decode_images(model: VAE, z: np.ndarray | Sequence[float]) -> np.ndarray:
+    """z: (N, latent_dim), or one (latent_dim,) vector -> images (N, H, W) in [0, 1], in one call."""
+    z = _as_tensor(z)
+    z = z[None] if z.ndim == 1 else z
+    return _channels_last(torch.sigmoid(model.decode(z.to(model.device))))
+
+
+@torch.no_grad()
+def encode_means(model: VAE, x: torch.Tensor, *, batch_size: int = 2000) -> np.ndarray:
+    """Posterior means mu of x (N, C, H, W) in [0, 1]: (N, latent_dim). The map uses these, not samples."""
+    parts = [
+        model.encode(x[i : i + batch_size].to(model.device))[0].cpu() for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(parts).numpy()
+
+
+@torch.no_grad()
+def reconstruct(model: VAE, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the posterior mean of each image: (reconstructions, |x - x_hat| error maps), each (N, H, W)."""
+    mu, _ = model.encode(x.to(model.device))
+    x_hat = torch.sigmoid(model.decode(mu)).cpu()
+    return _channels_last(x_hat), _channels_last((x.float().cpu() - x_hat).abs())
+
+
+def sample_prior(model: VAE, n: int, *, temperature: float = 1.0, seed: int = 0) -> np.ndarray:
+    """n latent vectors z ~ N(0, temperature² I) from a seeded generator: (n, latent_dim)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    generator = torch.Generator().manual_seed(int(seed))
+    return (temperature * torch.randn(n, model.config.latent_dim, generator=generator)).numpy()
+
+
+def grid_axis(n: int, *, spacing: str = "quantile", extent: float = 0.9) -> np.ndarray:
+    """n ascending values along one latent axis.
+
+    quantile: Φ⁻¹ of n evenly spaced probabilities covering the central `extent` of the prior mass
+    (extent 0.9 -> Φ⁻¹(0.05) ... Φ⁻¹(0.95)); range: n evenly spaced values in [-extent, extent].
+    """
+    if n < 1:
+        raise ValueError(f"a grid needs n >= 1 cells per side, got {n}")
+    if spacing == "quantile":
+        if not 0 < extent < 1:
+            raise ValueError(f"quantile spacing needs 0 < extent < 1 (prior mass covered), got {extent}")
+        p = torch.linspace(0.5 - extent / 2, 0.5 + extent / 2, n, dtype=torch.float64)
+        return torch.special.ndtri(p).numpy()
+    if spacing == "range":
+        if extent <= 0:
+            raise ValueError(f"range spacing needs extent > 0, got {extent}")
+        return np.linspace(-extent, extent, n)
+    raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+
+
+def slice_point(
+    base: np.ndarray | Sequence[float], dims: tuple[int, int], values: tuple[float, float]
+) -> np.ndarray:
+    """A copy of `base` (latent_dim,) with z[dims[0]], z[dims[1]] set to `values`."""
+    z = np.array(base, dtype=np.float32)
+    if dims[0] == dims[1] or max(dims) >= len(z) or min(dims) < 0:
+        raise ValueError(f"dims must be two different dimensions below {len(z)}, got {dims}")
+    z[list(dims)] = values
+    return z
+
+
+def grid_latents(
+    axis: np.ndarray, *, latent_dim: int, dims: tuple[int, int] = (0, 1), base: np.ndarray | None = None
+) -> np.ndarray:
+    """z of every grid cell: (n, n, latent_dim); cell [row, col] has z[dims] = (axis[col], axis[-1 - row]).
+
+    Rows run from high to low along dims[1] so that the tiled image reads like a plot.
+    """
+    base = np.zeros(latent_dim, np.float32) if base is None else np.asarray(base, np.float32)
+    n = len(axis)
+    z = np.broadcast_to(slice_point(base, dims, (0.0, 0.0)), (n, n, latent_dim)).copy()
+    z[:, :, dims[0]] = axis[None, :]
+    z[:, :, dims[1]] = axis[::-1, None]
+    return z
+
+
+def latent_grid(
+    model: VAE,
+    n: int,
+    *,
+    spacing: str = "quantile",
+    extent: float = 0.9,
+    dims: tuple[int, int] = (0, 1),
+    base: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode an n×n slice of latent space in one batched call: (images (n, n, H, W), axis values (n,))."""
+    axis = grid_axis(n, spacing=spacing, extent=extent)
+    z = grid_latents(axis, latent_dim=model.config.latent_dim, dims=dims, base=base)
+    images = decode_images(model, z.reshape(n * n, -1))  # (n*n, H, W)
+    return images.reshape(n, n, *images.shape[1:]), axis
+
+
+def to_display(z: np.ndarray, spacing: str) -> np.ndarray:
+    """Latent values -> the grid's plotting coordinates: Φ(z) on the quantile scale, z itself on a range."""
+    return torch.special.ndtr(torch.as_tensor(z, dtype=torch.float64)).numpy() if spacing == "quantile" else z
+
+
+def from_display(u: np.ndarray, spacing: str) -> np.ndarray:
+    """The inverse of `to_display`."""
+    if spacing != "quantile":
+        return np.asarray(u)
+    p = torch.as_tensor(u, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+    return torch.special.ndtri(p).numpy()
+
+
+def interpolate(
+    z0: np.ndarray | Sequence[float], z1: np.ndarray | Sequence[float], steps: int, *, method: str = "linear"
+) -> np.ndarray:
+    """`steps` points from z0 to z1 inclusive: (steps, latent_dim).
+
+    slerp follows the great circle between the directions while the norm changes linearly, which
+    keeps the path in the prior's typical shell instead of cutting through its low-norm centre.
+    """
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    if steps < 2:
+        raise ValueError(f"an interpolation needs steps >= 2, got {steps}")
+    t = np.linspace(0.0, 1.0, steps)[:, None]  # (steps, 1)
+    if method == "linear":
+        return ((1 - t) * z0 + t * z1).astype(np.float32)
+    if method != "slerp":
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    n0, n1 = np.linalg.norm(z0), np.linalg.norm(z1)
+    if n0 < 1e-8 or n1 < 1e-8:
+        return ((1 - t) * z0 + t * z1).astype(np.float32)  # no direction to follow at the origin
+    omega = np.arccos(np.clip(z0 @ z1 / (n0 * n1), -1.0, 1.0))
+    if omega < 1e-6:
+        directions = (1 - t) * z0 / n0 + t * z1 / n1
+    else:
+        directions = (np.sin((1 - t) * omega) * z0 / n0 + np.sin(t * omega) * z1 / n1) / np.sin(omega)
+    return (directions * ((1 - t) * n0 + t * n1)).astype(np.float32)
+
+
+def latent_arithmetic(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """a − b + c: the analogy "a is to b as ? is to c" in latent space."""
+    return (np.asarray(a, np.float32) - np.asarray(b, np.float32) + np.asarray(c, np.float32)).astype(
+        np.float32
+    )
+
+
+def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the first two principal directions (2, D) of points (N, D), for `project`."""
+    mean = points.mean(0)
+    _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
+    return mean, vt[:2]
+
+
+def project(points: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Points (N, D) -> their coordinates (N, 2) on the principal directions from `pca_2d`."""
+    return (np.atleast_2d(points) - mean) @ components.T
+
+
+def kl_order(kl_per_dim: Sequence[float], *, threshold: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Dimensions sorted by KL, largest first, and a mask (by dimension) of the inactive ones.
+
+    A dimension is inactive when its KL is below `threshold` times the largest: the posterior
+    has collapsed onto the prior there, so the decoder ignores it.
+    """
+    kl = np.asarray(kl_per_dim, np.float64)
+    order = np.argsort(-kl, kind="stable")
+    inactive = kl < threshold * kl.max() if kl.size and kl.max() > 0 else np.ones(kl.shape, bool)
+    return order, inactive
+
+
+def tile(images: np.ndarray, nrow: int, *, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """Images (N, H, W) -> one (rows*H + pad, nrow*W + pad) array, row-major, padded between cells."""
+    images = np.asarray(images)
+    n, h, w = images.shape[:3]
+    rows = -(-n // nrow)
+    out = np.full(
+        (rows * (h + pad) + pad, nrow * (w + pad) + pad, *images.shape[3:]), pad_value, images.dtype
+    )
+    for i, image in enumerate(images):
+        r, c = divmod(i, nrow)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = (
+            image
+        )
+    return out
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> RGB in [0, 1] on a black-red-yellow-white ramp (for error maps)."""
+    v = np.clip(np.asarray(values, np.float32), 0, 1)[..., None]
+    return np.clip(v * 3 - np.array([0.0, 1.0, 2.0], np.float32), 0, 1)
+
+
+def _pil(image: np.ndarray, scale: int) -> Image.Image:
+    pixels = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    pil = Image.fromarray(pixels)
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST) if scale > 1 else pil
+
+
+def to_png(image: np.ndarray, *, scale: int = 1) -> bytes:
+    """One image (H, W) or (H, W, 3) in [0, 1] -> PNG bytes, enlarged `scale` times with sharp pixels."""
+    buffer = io.BytesIO()
+    _pil(image, scale).save(buffer, format="PNG", compress_level=1)  # fast: these are redrawn live
+    return buffer.getvalue()
+
+
+def to_gif(frames: np.ndarray, *, duration_ms: int = 100, scale: int = 4) -> bytes:
+    """Frames (T, H, W) in [0, 1] -> an animated GIF that loops forever, `duration_ms` per frame."""
+    images = [_pil(frame, scale) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0
+    )
+    return buffer.getvalue()
