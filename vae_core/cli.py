@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vae_core.checkpoint import CheckpointError, load_checkpoint, update_metrics
+from vae_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, update_metrics
 from vae_core.data import BINARIZE, DATASETS, DatasetError, load_images
 from vae_core.device import pick_device
 from vae_core.evaluation import eval_inputs, summarize
@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 class _ProgressBar:
     """A tqdm bar over training steps, fed by fit's callback records."""
 
-    def __init__(self, total: int) -> None:
-        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+    def __init__(self, total: int, initial: int = 0) -> None:
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
     def __call__(self, record: dict) -> None:
         if record["event"] == "step":
@@ -147,7 +147,9 @@ def train(args: argparse.Namespace) -> int:
         )
     train_set = load_images(config.dataset, "train", args.data_dir)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
-    bar = _ProgressBar(total=-(-len(train_set) // config.batch_size) * config.epochs) if main_rank else None
+    done = read_checkpoint(args.out)["step"] if args.resume else 0
+    total = -(-len(train_set) // config.batch_size) * config.epochs
+    bar = _ProgressBar(total, initial=done) if main_rank else None
     result = fit(
         model_config,
         config,
