@@ -528,6 +528,18 @@ def dim_label(kl_per_dim: list[float] | None, inactive: np.ndarray) -> object:
 
 
 SOURCES = ("origin", "random prior sample", "test image (posterior mean)")
+ENCODED = "your digit (posterior mean)"  # a further source once the Encode page has encoded a digit
+
+
+def remember_encoded(ck: Checkpoint, mu: np.ndarray) -> None:
+    """Offer the posterior mean of a digit encoded on the Encode page as a source on the other pages."""
+    st.session_state["encoded_digit"] = {"ckpt": ck.name, "mu": [float(v) for v in mu]}
+
+
+def encoded(ck: Checkpoint) -> np.ndarray | None:
+    """The last encoded digit's posterior mean under this checkpoint, if any."""
+    digit = st.session_state.get("encoded_digit")
+    return np.asarray(digit["mu"], np.float32) if digit and digit["ckpt"] == ck.name else None
 
 
 def latent_input(
@@ -538,10 +550,17 @@ def latent_input(
     sources: tuple[str, ...] = SOURCES,
     default_class: int = 0,
 ) -> np.ndarray:
-    """A latent point chosen by the user: the origin, a seeded prior sample or a test image's mean."""
+    """A latent point chosen by the user: the origin, a prior sample, a test image or an encoded digit."""
     sources = tuple(s for s in sources if test is not None or not s.startswith("test image"))
-    from_query(key, sources[-1] if test is not None else sources[0], str, sources)
+    default = sources[-1] if test is not None else sources[0]
+    mine = encoded(ck)
+    sources = (*sources, ENCODED) if mine is not None else sources
+    if st.session_state.get(key, default) not in sources:
+        del st.session_state[key]  # e.g. your digit, chosen under another checkpoint
+    from_query(key, default, str, sources)
     source = st.radio(key, sources, key=key, horizontal=True, label_visibility="collapsed")
+    if source == ENCODED:
+        return mine
     if source == "random prior sample":
         from_query(f"{key}_seed", default_class, int)
         seed = st.number_input("seed", 0, 10**6, key=f"{key}_seed")

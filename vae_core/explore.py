@@ -32,16 +32,21 @@ __all__ = [
     "kl_order",
     "latent_arithmetic",
     "latent_grid",
+    "nearest",
     "pca_2d",
+    "percentile_of",
     "project",
     "reconstruct",
+    "sample_posterior",
     "sample_prior",
+    "sigma_ellipse",
     "slice_point",
     "tile",
     "to_display",
     "to_gif",
     "to_images",
     "to_png",
+    "uint8_images",
 ]
 
 
@@ -269,3 +274,69 @@ def to_gif(frames: np.ndarray, *, duration_ms: int = 100, scale: int = 4) -> byt
         buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0
     )
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- one encoded image: its posterior and place
+
+
+def sample_posterior(
+    mu: np.ndarray | Sequence[float], logvar: np.ndarray | Sequence[float], n: int, *, seed: int = 0
+) -> np.ndarray:
+    """n latent vectors z ~ q(z|x) = N(mu, diag exp(logvar)) from a seeded generator: (n, latent_dim)."""
+    mu, logvar = _as_tensor(mu), _as_tensor(logvar)  # (latent_dim,) each
+    if mu.ndim != 1 or mu.shape != logvar.shape:
+        shapes = f"{tuple(mu.shape)} and {tuple(logvar.shape)}"
+        raise ValueError(f"mu and logvar must be two (latent_dim,) vectors, got shapes {shapes}")
+    eps = torch.randn(n, len(mu), generator=torch.Generator().manual_seed(int(seed)))
+    return (mu + torch.exp(0.5 * logvar) * eps).numpy()
+
+
+def nearest(points: np.ndarray, query: np.ndarray | Sequence[float], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows of points (N, D) closest to query (D,), Euclidean: (indices (k,), distances (k,)).
+
+    Nearest first; equal distances keep the order of `points`. Fewer than k points give them all.
+    """
+    distances = np.linalg.norm(np.asarray(points) - np.asarray(query), axis=1)  # (N,)
+    order = np.argsort(distances, kind="stable")[: max(k, 0)]
+    return order, distances[order]
+
+
+def percentile_of(values: np.ndarray | Sequence[float], value: float) -> float:
+    """Where `value` ranks among `values`, 0-100: the percentage below it, ties counted half."""
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        raise ValueError("percentile_of needs at least one value to compare with")
+    below, ties = np.sum(values < value), np.sum(values == value)
+    return float(100.0 * (below + 0.5 * ties) / values.size)
+
+
+def sigma_ellipse(
+    mu: np.ndarray | Sequence[float],
+    logvar: np.ndarray | Sequence[float],
+    *,
+    n_std: float = 1.0,
+    projection: tuple[np.ndarray, np.ndarray] | None = None,
+    n_points: int = 64,
+) -> np.ndarray:
+    """The n_std-σ contour of q(z|x) = N(mu, diag exp(logvar)) as a closed curve: (n_points + 1, 2).
+
+    In the latent plane for latent_dim 2; otherwise on the map of `projection`, the (mean, components)
+    of `pca_2d`: a Gaussian mapped linearly by C (2, D) is N(C (mu - mean), C Σ Cᵀ).
+    """
+    mu, var = np.asarray(mu, np.float64), np.exp(np.asarray(logvar, np.float64))
+    if projection is None:
+        if mu.shape != (2,):
+            raise ValueError(f"without a projection the posterior must be 2-D, got mu of shape {mu.shape}")
+        centre, cov = mu, np.diag(var)
+    else:
+        mean, components = projection
+        centre, cov = project(mu, mean, components)[0], (components * var) @ components.T  # (2,), (2, 2)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    t = np.linspace(0.0, 2 * np.pi, n_points + 1)
+    circle = np.stack([np.cos(t), np.sin(t)], 1)  # (n_points + 1, 2), closed: last point = first
+    return centre + n_std * (circle * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+
+
+def uint8_images(images: np.ndarray) -> np.ndarray:
+    """Stored uint8 images (N, C, H, W) -> display images (N, H, W) in [0, 1], grey levels kept."""
+    return _channels_last(torch.as_tensor(np.asarray(images)).float() / 255.0)

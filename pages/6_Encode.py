@@ -1,0 +1,220 @@
+"""Encode: draw or upload a digit and see where it lands: what the model sees, its reconstruction,
+its posterior on the latent map, decodes of posterior samples, its nearest test images and its ELBO."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from streamlit_drawable_canvas import st_canvas
+
+import explorer as ui
+from vae_core import ImageError, preprocess_image, score
+from vae_core import explore as ex
+from vae_core.preprocess import MAX_FILE_BYTES
+
+INPUTS = ("draw", "upload")
+CANVAS = 280  # px: 10 canvas pixels per MNIST pixel
+# A digit drawn ~200 px tall is scaled to MNIST's 20-px box: a 20-px brush becomes a 2-px pen stroke.
+BRUSH = 20
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
+SAMPLES, NEIGHBOURS = 16, 8
+SLIDERS, INTERPOLATE = "pages/2_Sliders.py", "pages/3_Interpolate.py"
+ENDPOINT_KEYS = {"A": "a", "B": "b"}  # the Interpolate page's latent_input keys of its two endpoints
+
+ck = ui.page("Encode")
+model = ui.model(ck)
+test = ui.test_set(model.meta.dataset)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def preprocessed(data: bytes) -> torch.Tensor:
+    """The (1, 1, 28, 28) image the model sees; raises ImageError (not cached) for unusable input."""
+    return preprocess_image(data)
+
+
+@st.cache_data(max_entries=4, show_spinner="Scoring the test set…")
+def test_elbo(name: str, mtime: float, dataset: str, _test: ui.TestSet) -> np.ndarray:
+    """Every test image's ELBO (nats / image), scored as for the model card: (N,)."""
+    ck = ui.Checkpoint(name, mtime)
+    return score(ui.model(ck), ui.model_inputs(ck, _test, np.arange(len(_test)))).elbo.numpy()
+
+
+def digit_input() -> tuple[bytes | None, str]:
+    """The drawing's or the upload's bytes (None until there is something) and how to call it."""
+    ui.from_query("input", INPUTS[0], str, INPUTS)
+    how = st.radio("input", INPUTS, key="input", horizontal=True, label_visibility="collapsed")
+    ui.to_query(input=how)
+    if how == "draw":
+        st.caption("Draw one digit, large, with the mouse (or a finger); the toolbar undoes or clears.")
+        drawing = st_canvas(
+            stroke_width=BRUSH,
+            stroke_color="#ffffff",
+            background_color="#000000",
+            width=CANVAS,
+            height=CANVAS,
+            return_image_data=True,
+            key="canvas",
+        )
+        drawn = bool(drawing.json_data and drawing.json_data.get("objects"))
+        return (drawing.image_bytes if drawn else None), "your drawing"
+    upload = st.file_uploader(
+        "A picture of one digit (light on dark or dark on light)",
+        type=UPLOAD_TYPES,
+        max_upload_size=round(MAX_FILE_BYTES / 1e6),
+        key="upload",
+    )
+    return (upload.getvalue() if upload else None), (upload.name if upload else "")
+
+
+def pictures(data: bytes, name: str, x: torch.Tensor) -> None:
+    """The original, what the model sees, and the decoded posterior mean, side by side."""
+    x_hat, _ = ex.reconstruct(model, x)
+    original, seen, recon = st.columns(3)
+    original.image(data, caption=f"original: {name}", width=168)
+    with seen:
+        ui.picture(ui.png(ex.to_images(x)[0]), caption="what the model sees (28 × 28)", width=168)
+    with recon:
+        ui.picture(ui.png(x_hat[0]), caption="reconstruction (decoded posterior mean)", width=168)
+    if model.meta.train_config.get("binarize") == "dynamic":
+        st.caption(
+            "This model was trained on dynamically binarised digits, each pixel black or white with its "
+            "grey level as the probability. It is given the grey levels themselves: with Bernoulli pixels "
+            "the reconstruction term of a grey image is the average of that term over all its "
+            "binarisations, so the ELBO below does not depend on the luck of one random draw."
+        )
+
+
+def elbo_metrics(elbo: float, recon: float, kl: float) -> None:
+    """The ELBO and its terms, and how it ranks among the test images' ELBOs."""
+    columns = st.columns(4)
+    columns[0].metric("ELBO (nats / image)", f"{elbo:.1f}", help="−(recon + KL), one posterior sample")
+    columns[1].metric("recon (nats / image)", f"{recon:.1f}")
+    columns[2].metric("KL (nats / image)", f"{kl:.1f}")
+    if test is None:
+        return
+    rank = ex.percentile_of(test_elbo(ck.name, ck.mtime, test.name, test), elbo)
+    verdict = "typical" if rank >= 10 else "unusual" if rank >= 1 else "very unusual"
+    columns[3].metric(
+        "test percentile",
+        f"{rank:.0f}",
+        help="the share of test images with a lower ELBO, scored as in the model card",
+    )
+    st.caption(
+        f"Its ELBO is higher than that of {rank:.1f}% of the {len(test):,} test images: {verdict} "
+        "for this model."
+    )
+
+
+def latent_map(mu: np.ndarray, logvar: np.ndarray) -> None:
+    """The test set's posterior means by class, with this digit's mean and its 1-σ and 2-σ ellipses."""
+    points = ui.encoded_test_set(ck, test)
+    projection = ui.map_projection(ck, test)
+    where = mu if projection is None else ex.project(mu, *projection)[0]
+    titles = ("z[0]", "z[1]") if projection is None else ("PC 1 of the posterior means", "PC 2")
+    fig = ui.latent_map(
+        points=points if projection is None else ex.project(points, *projection),
+        labels=test.labels,
+        classes=test.classes,
+        titles=titles,
+    )
+    for n_std, dash in ((1, "solid"), (2, "dot")):
+        ring = ex.sigma_ellipse(mu, logvar, n_std=n_std, projection=projection)
+        fig.add_trace(
+            go.Scattergl(
+                x=ring[:, 0],
+                y=ring[:, 1],
+                mode="lines",
+                name=f"{n_std}σ of q(z|x)",
+                line={"color": "black", "width": 2, "dash": dash},
+                hoverinfo="skip",
+            )
+        )
+    fig.add_trace(
+        go.Scattergl(
+            x=[where[0]],
+            y=[where[1]],
+            mode="markers",
+            name="your digit",
+            marker={"symbol": "star", "size": 20, "color": "black", "line": {"color": "white", "width": 1}},
+        )
+    )
+    st.plotly_chart(fig, key="encode_map")
+    st.caption(
+        "Dots: posterior means of test images. Star: your digit's posterior mean; curves: its 1-σ and 2-σ "
+        + ("ellipses." if projection is None else "ellipses, projected onto the first two principal axes.")
+    )
+
+
+@st.fragment
+def posterior_samples(mu: np.ndarray, logvar: np.ndarray) -> None:
+    st.session_state.setdefault("post_seed", 0)
+    st.button("Resample", on_click=ui.bump, args=("post_seed",))
+    with ui.errors():
+        z = ex.sample_posterior(mu, logvar, SAMPLES, seed=st.session_state["post_seed"])
+        images = ex.decode_images(model, z)
+        ui.picture(ui.png(images, SAMPLES // 2), caption="decodes of z ~ q(z|x)", width=448)
+
+
+def neighbours(mu: np.ndarray) -> None:
+    indices, distances = ex.nearest(ui.encoded_test_set(ck, test), mu, NEIGHBOURS)
+    captions = [f"{test.classes[test.labels[i]]} · {d:.2f}" for i, d in zip(indices, distances, strict=True)]
+    ui.image_row(ex.uint8_images(test.images[indices]), captions, width=56)
+    st.caption("Test images whose posterior means are closest to your digit's (Euclidean distance).")
+
+
+def send(mu: np.ndarray) -> None:
+    """Hand the posterior mean to the Sliders or the Interpolate page and go there."""
+    columns = st.columns(3)
+    if columns[0].button("Send to sliders", icon=":material/tune:"):
+        ui.set_z(ck, mu)
+        st.switch_page(SLIDERS)
+    for column, (end, key) in zip(columns[1:], ENDPOINT_KEYS.items(), strict=True):
+        if column.button(f"Interpolation endpoint {end}", icon=":material/timeline:"):
+            st.session_state[key] = ui.ENCODED
+            st.switch_page(INTERPOLATE)
+
+
+def encode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Preprocess, encode and score the digit and show the pictures and the ELBO; (mu, logvar) or None."""
+    try:
+        x = preprocessed(data)  # (1, 1, 28, 28) in [0, 1]
+    except ImageError as e:
+        st.error(str(e), icon=":material/broken_image:")
+        return None
+    scores = score(model, x)  # ELBO terms with one seeded posterior sample, as the test set is scored
+    mu, logvar = scores.mu[0].numpy(), scores.logvar[0].numpy()  # (latent_dim,) each
+    ui.remember_encoded(ck, mu)
+    pictures(data, name, x)
+    elbo_metrics(scores.elbo.item(), scores.recon.item(), scores.kl.item())
+    send(mu)
+    return mu, logvar
+
+
+def details(mu: np.ndarray, logvar: np.ndarray) -> None:
+    """The map, the posterior samples and the neighbours, below the input."""
+    left, right = st.columns([3, 2])
+    with right:
+        st.subheader("Decodes of posterior samples")
+        posterior_samples(mu, logvar)
+        if test is not None:
+            st.subheader("Nearest test images")
+            neighbours(mu)
+    if test is not None:
+        with left:
+            st.subheader("Where it lands")
+            latent_map(mu, logvar)
+
+
+source, top = st.columns([1, 2])
+with source:
+    data, name = digit_input()
+digit = None
+with top:
+    if data is None:
+        st.info("Draw a digit on the canvas, or choose *upload* and pick a picture of one.")
+    else:
+        with ui.errors():
+            digit = encode(data, name)
+if digit is not None:
+    with ui.errors():
+        details(*digit)
