@@ -36,9 +36,10 @@ from vae_core import (
 )
 from vae_core import explore as ex
 from vae_core.data import data_root
+from vae_core.jobs import runs_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-CHECKPOINT_ROOTS = (PROJECT_ROOT / "checkpoints", PROJECT_ROOT / "runs")
+CHECKPOINT_ROOTS = (PROJECT_ROOT / "checkpoints", runs_dir())
 DEFAULT_CHECKPOINT = "checkpoints/mnist-2d"
 PAGES = {  # the sidebar's links: home, then every file in pages/ as Streamlit names it ("1_Latent_grid.py")
     "app.py": "Overview",

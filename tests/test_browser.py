@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 PAGES = {"": "VAE latent-space explorer", "Latent_grid": "Latent grid", "Sliders": "Sliders",
-         "Interpolate": "Interpolate", "Compare": "Compare"}  # fmt: skip
+         "Interpolate": "Interpolate", "Compare": "Compare", "Encode": "Encode", "Train": "Train a model"}  # fmt: skip
 
 pytestmark = pytest.mark.browser
 
@@ -101,7 +101,10 @@ def screenshot_on_failure(page: Page, name: str) -> Iterator[None]:
         raise
 
 
-CONTENT = "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] .js-plotly-plot"
+CONTENT = (
+    "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] .js-plotly-plot, "
+    "[data-testid=stMain] canvas"
+)
 
 
 def settle(page: Page, title: str) -> None:

@@ -15,9 +15,23 @@ from vae_core.evaluation import (
     score,
     summarize,
 )
+from vae_core.jobs import (
+    Run,
+    RunError,
+    RunOptions,
+    Status,
+    list_runs,
+    read_metrics,
+    resume_run,
+    start_run,
+    stop_run,
+    tail_log,
+    validate_run_name,
+)
 from vae_core.model import VAE, VAEConfig
 from vae_core.objective import ElboTerms, bernoulli_nll, elbo_terms, gaussian_kl, iwae_bound
 from vae_core.preprocess import ImageError, preprocess_image
+from vae_core.timelapse import Snapshot, load_timelapse
 from vae_core.training import FitResult, TrainConfig, TrainingDiverged, fit
 
 __all__ = [
@@ -29,7 +43,12 @@ __all__ = [
     "FitResult",
     "ImageError",
     "ImageSet",
+    "Run",
+    "RunError",
+    "RunOptions",
     "Scores",
+    "Snapshot",
+    "Status",
     "TrainConfig",
     "TrainingDiverged",
     "VAEConfig",
@@ -42,12 +61,20 @@ __all__ = [
     "iwae_bound",
     "kl_per_dim",
     "list_checkpoints",
+    "list_runs",
     "load_checkpoint",
     "load_images",
+    "load_timelapse",
     "log_likelihood",
     "pick_device",
     "preprocess_image",
+    "read_metrics",
+    "resume_run",
     "save_checkpoint",
     "score",
+    "start_run",
+    "stop_run",
     "summarize",
+    "tail_log",
+    "validate_run_name",
 ]

@@ -1,0 +1,339 @@
+"""Train: start a VAE from the app, then watch its ELBO, reconstruction, KL and latent space live.
+
+Training runs in a process of its own (`vae_core.jobs`), so leaving or reloading this page does not
+stop it; the page only reads the run's files, refreshing every few seconds while it trains.
+"""
+
+import os
+from contextlib import suppress
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+from streamlit.errors import StreamlitAPIException
+
+import explorer as ui
+from vae_core import DATASETS, jobs, timelapse
+from vae_core.data import BINARIZE
+from vae_core.jobs import Run, RunError, RunOptions, Status
+from vae_core.model import ARCHITECTURES
+
+REFRESH_S = float(os.environ.get("VAE_TRAIN_REFRESH_S", "2"))  # how often a training run is re-read
+BADGES = {
+    Status.RUNNING: "blue",
+    Status.FINISHED: "green",
+    Status.STOPPED: "orange",
+    Status.DIVERGED: "red",
+    Status.FAILED: "red",
+}
+
+st.set_page_config(page_title="Train · VAE explorer", page_icon="🧭", layout="wide")
+st.html("<style>img { image-rendering: pixelated; }</style>")
+with st.sidebar, suppress(StreamlitAPIException):  # no links when this page runs on its own (AppTest)
+    for path, label in {**ui.PAGES, "pages/7_Train.py": "Train"}.items():
+        st.page_link(path, label=label)
+st.title("Train a model")
+
+
+# ---------------------------------------------------------------- starting a run
+
+
+def new_run_form() -> None:
+    with st.form("new_run"):
+        model, objective, schedule, run = st.columns(4)
+        dataset = model.selectbox("dataset", list(DATASETS), key="t_dataset")
+        arch = model.radio("architecture", ARCHITECTURES, key="t_arch", horizontal=True)
+        hidden = model.text_input(
+            "hidden sizes",
+            "400",
+            key="t_hidden",
+            help="mlp: layer widths; conv: channels per stride-2 convolution, e.g. 32 64",
+        )
+        latent_dim = objective.number_input("latent dim", 1, 512, 2, key="t_latent_dim")
+        beta = objective.number_input("β (KL weight)", 0.0, 1000.0, 1.0, step=0.5, key="t_beta")
+        warmup = objective.number_input(
+            "KL warm-up (epochs)",
+            0.0,
+            1000.0,
+            0.0,
+            step=1.0,
+            key="t_warmup",
+            help="β ramps up linearly from 0 over these epochs",
+        )
+        epochs = schedule.number_input("epochs", 1, 100_000, 10, key="t_epochs")
+        batch_size = schedule.number_input("batch size (images / step)", 1, 65_536, 128, key="t_batch")
+        lr = schedule.number_input("learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.5f", key="t_lr")
+        binarize = run.radio(
+            "binarisation",
+            BINARIZE,
+            key="t_binarize",
+            horizontal=True,
+            help="dynamic: a new Bernoulli sample of every pixel in every batch",
+        )
+        seed = run.number_input("seed", 0, 2**31 - 1, 0, key="t_seed")
+        name = run.text_input(
+            "run name",
+            key="t_name",
+            placeholder="e.g. mnist-2d-beta4",
+            help="the folder under runs/ that holds the checkpoint and its log",
+        )
+        with st.expander("Advanced"):
+            data_dir = st.text_input(
+                "data folder",
+                key="t_data_dir",
+                help="a folder of the dataset's IDX "
+                "files; empty: look it up ($VAE_DATA_DIR, data/, download)",
+            )
+            device = st.selectbox("device", ["auto", "cpu", "cuda", "mps"], key="t_device")
+        if not st.form_submit_button("Start training", type="primary"):
+            return
+    try:
+        options = RunOptions(
+            dataset=dataset,
+            arch=arch,
+            hidden=jobs.parse_hidden(hidden),
+            latent_dim=latent_dim,
+            beta=beta,
+            warmup_epochs=warmup,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            binarize=binarize,
+            seed=seed,
+            data_dir=data_dir.strip() or None,
+            device=device,
+        )
+        started = jobs.start_run(name, options)
+    except ValueError as e:  # RunError and the configs' own checks
+        st.error(str(e))
+        return
+    except OSError as e:
+        st.error(f"Could not create the run folder in {jobs.runs_dir()}: {e}")
+        return
+    st.session_state["t_run"] = started.name
+    st.toast(f"Started {started.name}")
+
+
+# ---------------------------------------------------------------- following a run
+
+
+def curves(records: list[dict]) -> go.Figure:
+    """Train terms per logged step, test terms per epoch, β, throughput and learning rate, by epoch."""
+    steps = pd.DataFrame([r for r in records if r["event"] == "step"])
+    tests = pd.DataFrame([r for r in records if r["event"] != "step"])
+    titles = (
+        "ELBO (nats / image)",
+        "reconstruction −log p(x|z) (nats / image)",
+        "KL (nats / image)",
+        "β (KL weight in the loss)",
+        "throughput (images / s)",
+        "learning rate",
+    )
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles, vertical_spacing=0.14)
+    for col, term in enumerate(("elbo", "recon", "kl"), start=1):
+        if len(steps):
+            fig.add_trace(
+                go.Scatter(
+                    x=steps["epoch"],
+                    y=steps[term],
+                    mode="lines",
+                    name="train (per step)",
+                    legendgroup="train",
+                    showlegend=col == 1,
+                    line={"color": "#4c78a8"},
+                ),
+                1,
+                col,
+            )
+        if len(tests):
+            fig.add_trace(
+                go.Scatter(
+                    x=tests["epoch"],
+                    y=tests[f"test_{term}"],
+                    mode="lines+markers",
+                    name="test (per epoch)",
+                    legendgroup="test",
+                    showlegend=col == 1,
+                    line={"color": "#e45756"},
+                ),
+                1,
+                col,
+            )
+    if len(steps):
+        for col, field in enumerate(("beta", "samples_per_s", "lr"), start=1):
+            fig.add_trace(
+                go.Scatter(
+                    x=steps["epoch"],
+                    y=steps[field],
+                    mode="lines",
+                    showlegend=False,
+                    line={"color": "#72b7b2"},
+                ),
+                2,
+                col,
+            )
+    fig.update_xaxes(title_text="epoch", row=2)
+    fig.update_yaxes(type="log", row=2, col=3)  # learning rates span decades
+    fig.update_layout(
+        height=560,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": 1.12, "x": 0},
+    )
+    return fig
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min" if hours else f"{m} min {s:02d} s"
+
+
+def controls(run: Run) -> None:
+    """Stop a training run; resume a stopped one, optionally to a new epoch total."""
+    try:
+        if run.status is Status.RUNNING:
+            if st.button("Stop (saves a checkpoint)", key="t_stop"):
+                jobs.stop_run(run)
+                st.toast(f"Asked {run.name} to stop; it saves after its current step.")
+        elif run.has_checkpoint:
+            left, right = st.columns([1, 2])
+            total = left.number_input("train to epoch", 1, 100_000, run.epochs, key=f"t_total_{run.name}")
+            if right.button("Resume", key="t_resume"):
+                jobs.resume_run(run, epochs=total)
+                st.rerun()
+    except (RunError, OSError) as e:
+        st.error(str(e))
+
+
+def summary(run: Run, records: list[dict]) -> None:
+    progress = jobs.progress(run, records)
+    st.markdown(f"**{run.name}** · :{BADGES[run.status]}-badge[{run.status}]")
+    st.progress(
+        progress.fraction,
+        text=f"epoch {progress.epoch:.2f} of {progress.epochs} · time left ≈ {duration(progress.eta_s)}",
+    )
+    last_step = next((r for r in reversed(records) if r["event"] == "step"), None)
+    last_test = next((r for r in reversed(records) if r["event"] != "step"), None)
+    cells = st.columns(5)
+    if last_step:
+        cells[0].metric("train ELBO (nats / image)", f"{last_step['elbo']:.2f}")
+        cells[3].metric("throughput (images / s)", f"{last_step['samples_per_s']:.0f}")
+        cells[4].metric("β", f"{last_step['beta']:.3g}")
+    if last_test:
+        cells[1].metric("test ELBO (nats / image)", f"{last_test['test_elbo']:.2f}")
+        cells[2].metric("test recon + KL", f"{last_test['test_recon']:.1f} + {last_test['test_kl']:.1f}")
+
+
+def outcome(run: Run) -> None:
+    if run.status in (Status.FAILED, Status.DIVERGED):
+        st.error(f"{run.name} {run.status}: {run.message}")
+        st.code(jobs.tail_log(run, 12), language=None)
+    elif run.status is Status.STOPPED:
+        st.info(run.message)
+    elif run.status is Status.FINISHED:
+        name = ui.shown(run.path)
+        if name in ui.checkpoint_options():
+            st.success(f"Finished: {name} is in the checkpoint picker.")
+            st.page_link(
+                "pages/1_Latent_grid.py",
+                label="Explore it on the Latent grid page",
+                icon=":material/grid_on:",
+                query_params={"ckpt": name},
+            )
+        else:
+            st.success(f"Finished: the checkpoint is in {run.path}.")
+
+
+def timelapse_view(run: Run) -> None:
+    st.subheader("Latent timelapse")
+    available = timelapse.epochs(run.path)
+    if not available:
+        st.caption("The decoded grid and the map of 1000 test images appear after the first epoch.")
+        return
+    epoch = available[-1]
+    if len(available) > 1 and not st.toggle("follow the latest epoch", True, key="t_follow"):
+        epoch = st.select_slider("epoch", available, value=available[-1], key=f"t_epoch_{run.name}")
+    snap = timelapse.load_snapshot(run.path, epoch)
+    grid, points = st.columns(2)
+    with grid:
+        ui.picture(
+            ui.grid_png(snap.images),
+            caption=f"epoch {snap.epoch}: decoded prior quantiles of z[0], z[1] (other dimensions 0)",
+            width=420,
+        )
+    with points:
+        fig = ui.latent_map(
+            points=snap.points,
+            labels=snap.labels,
+            classes=DATASETS[run.options.dataset].classes,
+            titles=snap.axis_titles,
+        )
+        fig.update_layout(height=440)
+        st.plotly_chart(fig, key=f"t_map_{run.name}")
+        st.caption(
+            f"epoch {snap.epoch}: posterior means μ of the test subset"
+            + ("" if snap.projection == "raw" else ", on their first two principal axes")
+        )
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "run": [r.name for r in runs],
+            "status": [str(r.status) for r in runs],
+            "dataset": [r.options.dataset for r in runs],
+            "model": [
+                f"{r.options.arch} {'×'.join(map(str, r.options.hidden))}, z {r.options.latent_dim}"
+                for r in runs
+            ],
+            "β": [r.options.beta for r in runs],
+            "epochs": [r.epochs for r in runs],
+            "started": pd.to_datetime([r.started for r in runs], unit="s").strftime("%Y-%m-%d %H:%M"),
+        }
+    )
+
+
+def follow(name: str) -> None:
+    """The chosen run, re-read every REFRESH_S seconds while it trains."""
+    live = jobs.read_run(jobs.runs_dir() / name).status is Status.RUNNING
+
+    @st.fragment(run_every=REFRESH_S if live else None)
+    def view() -> None:
+        run = jobs.read_run(jobs.runs_dir() / name)
+        if live and run.status is not Status.RUNNING:
+            st.rerun()  # it has ended: redraw the whole page once, then stop polling
+        records = jobs.read_metrics(run)
+        summary(run, records)
+        controls(run)
+        outcome(run)
+        if records:
+            st.plotly_chart(curves(records), key=f"t_curves_{name}")
+        elif run.status is Status.RUNNING:
+            st.caption("Waiting for the first metrics (every 20 steps)…")
+        timelapse_view(run)
+        with st.expander("log"):
+            st.code(jobs.tail_log(run, 30) or "(empty)", language=None)
+
+    view()
+
+
+new_run_form()
+st.divider()
+st.subheader("Runs")
+try:
+    runs = {run.name: run for run in jobs.list_runs()}
+except (OSError, ValueError) as e:
+    st.error(f"Cannot read the runs in {jobs.runs_dir()}: {e}")
+    st.stop()
+if not runs:
+    st.info(f"No runs yet in {jobs.runs_dir()}: start one above.")
+    st.stop()
+if st.session_state.get("t_run") not in runs:
+    st.session_state["t_run"] = next(iter(runs))
+chosen = st.selectbox("run", list(runs), key="t_run")  # its status is shown below: labels do not refresh
+with st.expander(f"all runs ({len(runs)})"):
+    st.dataframe(runs_table(list(runs.values())), hide_index=True)
+follow(chosen)
