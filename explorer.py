@@ -37,6 +37,7 @@ from vae_core import (
 from vae_core import explore as ex
 from vae_core.data import data_root
 from vae_core.jobs import runs_dir
+from vae_core.projection import warm_up_umap
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 CHECKPOINT_ROOTS = (PROJECT_ROOT / "checkpoints", runs_dir())
@@ -66,6 +67,11 @@ PALETTE = (
 # faster than two fighting over a busy CPU (measured: 8 ms vs 48 ms for a 20×20 grid) and keeps
 # concurrent sessions from oversubscribing the machine.
 torch.set_num_threads(1)
+
+# UMAP's numba kernels take 30-40 s to compile on first use: do it in the background as soon as the
+# server imports this module, so the Atlas page never waits for it (VAE_WARM_UP_UMAP=0 skips it).
+if os.environ.get("VAE_WARM_UP_UMAP", "1") != "0":
+    warm_up_umap()
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,11 @@ stop it; the page only reads the run's files, refreshing every few seconds while
 """
 
 import os
-from contextlib import suppress
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
-from streamlit.errors import StreamlitAPIException
 
 import explorer as ui
 from vae_core import DATASETS, jobs, timelapse
@@ -28,12 +26,7 @@ BADGES = {
     Status.FAILED: "red",
 }
 
-st.set_page_config(page_title="Train · VAE explorer", page_icon="🧭", layout="wide")
-st.html("<style>img { image-rendering: pixelated; }</style>")
-with st.sidebar, suppress(StreamlitAPIException):  # no links when this page runs on its own (AppTest)
-    for path, label in {**ui.PAGES, "pages/7_Train.py": "Train"}.items():
-        st.page_link(path, label=label)
-st.title("Train a model")
+ui.page("Train")  # the picker too: a finished run can be opened from here
 
 
 # ---------------------------------------------------------------- starting a run

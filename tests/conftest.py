@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,10 @@ import torch
 
 from vae_core import ImageSet, VAEConfig, load_images
 from vae_core.data import locate
+
+# Test processes and the servers they start skip the app's background numba warm-up (30-40 s of a
+# core each); the Atlas page still compiles UMAP on demand, and its own tests cover that.
+os.environ.setdefault("VAE_WARM_UP_UMAP", "0")
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "mnist"
 

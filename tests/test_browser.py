@@ -18,8 +18,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-PAGES = {"": "VAE latent-space explorer", "Latent_grid": "Latent grid", "Sliders": "Sliders",
-         "Interpolate": "Interpolate", "Compare": "Compare", "Encode": "Encode", "Train": "Train a model"}  # fmt: skip
+PAGES = {
+    "": "VAE latent-space explorer",
+    "Latent_grid": "Latent grid",
+    "Sliders": "Sliders",
+    "Interpolate": "Interpolate",
+    "Compare": "Compare",
+    "Atlas": "Atlas",
+    "Encode": "Encode",
+    "Train": "Train",
+}
 
 pytestmark = pytest.mark.browser
 
@@ -103,7 +111,7 @@ def screenshot_on_failure(page: Page, name: str) -> Iterator[None]:
 
 CONTENT = (
     "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] .js-plotly-plot, "
-    "[data-testid=stMain] canvas"
+    "[data-testid=stMain] canvas, [data-testid=stMain] [data-testid=stForm]"
 )
 
 

@@ -39,7 +39,7 @@ def test_start_a_run_and_see_the_curves_update(server, page, runs_env, tmp_path)
     data = idx_folder(tmp_path / "data")
     with screenshot_on_failure(page, "train-run"):
         page.goto(f"{server}/Train")
-        page.get_by_role("heading", name="Train a model", level=1).wait_for(timeout=90_000)
+        page.get_by_role("heading", name="Train", level=1).wait_for(timeout=90_000)
         page.get_by_role("textbox", name="hidden sizes", exact=True).fill("16")
         page.get_by_role("spinbutton", name="epochs", exact=True).fill("150")
         page.get_by_role("spinbutton", name="batch size (images / step)", exact=True).fill("16")

@@ -15,7 +15,7 @@ from tests.test_jobs import fake_run
 from vae_core import VAE, VAEConfig, eval_inputs, timelapse
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages/7_Train.py")
+APP, PAGE = str(ROOT / "app.py"), "pages/7_Train.py"
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def page() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.run()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(PAGE).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -50,7 +50,7 @@ def errors(at: AppTest) -> str:
 def test_page_renders_without_runs(runs: Path) -> None:
     """With no runs the page shows the form and says where runs will go."""
     at = page()
-    assert at.title[0].value == "Train a model"
+    assert at.title[0].value == "Train"
     assert any("No runs yet" in i.value for i in at.info)
 
 

@@ -1,0 +1,168 @@
+"""vae_core.projection: 2-D maps, their inverses, encodings for the Atlas page, and the disk cache."""
+
+import base64
+import io
+import os
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import synthetic_images
+from vae_core import VAE, TrainConfig, VAEConfig, load_checkpoint, save_checkpoint, score
+from vae_core import projection as pj
+
+
+@pytest.fixture
+def points() -> np.ndarray:
+    """200 points in 5-D from three clusters."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=4, size=(3, 5))
+    return (centres[rng.integers(0, 3, 200)] + rng.normal(size=(200, 5))).astype(np.float32)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_pca_is_reproducible_and_its_inverse_exact_on_its_plane(points):
+    """PCA gives the same map every time, and inverse(coords) is each point's projection on the plane."""
+    a, b = pj.project(points, "pca"), pj.project(points.copy(), "pca", seed=7)
+    np.testing.assert_array_equal(a.coords, b.coords)
+    flat = a.inverse(a.coords)  # (N, 5) on the plane
+    np.testing.assert_allclose(pj.project(flat, "pca").coords, a.coords, atol=1e-3)
+    planar = points.copy()
+    planar[:, 2:] = 0
+    p = pj.project(planar, "pca")
+    np.testing.assert_allclose(p.inverse(p.coords), planar, atol=1e-4)
+    assert a.exact_inverse
+
+
+def test_latent_plane_is_its_own_inverse_and_only_for_2d(points):
+    """The latent map of 2-D points is the points themselves; other sizes are refused with the size."""
+    p = pj.project(points[:, :2], "latent")
+    np.testing.assert_array_equal(p.coords, points[:, :2])
+    np.testing.assert_array_equal(p.inverse([[0.5, -1.0]]), [[0.5, -1.0]])
+    with pytest.raises(ValueError, match="5-D"):
+        pj.project(points, "latent")
+
+
+def test_bad_method_and_parameters_are_refused(points):
+    """Unknown methods and parameters, t-SNE with extra points and bad perplexities raise ValueError."""
+    with pytest.raises(ValueError, match="method must be one of"):
+        pj.project(points, "isomap")
+    with pytest.raises(ValueError, match="n_neighbors"):
+        pj.project(points, "umap", perplexity=5)
+    with pytest.raises(ValueError, match="cannot place"):
+        pj.project(points, "tsne", extra=points[:5])
+    with pytest.raises(ValueError, match="perplexity"):
+        pj.project(points[:10], "tsne", perplexity=30)
+
+
+def test_tsne_same_seed_same_map(points):
+    """t-SNE with the same seed and perplexity gives the same coordinates; its inverse is a local mean."""
+    a = pj.project(points[:80], "tsne", seed=1, perplexity=10)
+    b = pj.project(points[:80], "tsne", seed=1, perplexity=10)
+    np.testing.assert_array_equal(a.coords, b.coords)
+    assert a.coords.shape == (80, 2) and not a.exact_inverse
+
+
+def test_neighbour_inverse_is_a_weighted_mean_of_nearby_latents():
+    """At a point's own position the inverse returns (almost) that point's latent; halfway between two
+    groups of INVERSE_K / 2 points it returns the mean of their latents."""
+    half = pj.INVERSE_K // 2
+    coords = np.array([[0, 0], [10, 0]] * half, np.float32) + np.repeat(np.arange(half), 2)[:, None] * 1e-3
+    points = np.where(coords[:, :1] > 5, 1.0, -1.0) * np.ones((2 * half, 3), np.float32)
+    p = pj.Projection("umap", coords, points)
+    np.testing.assert_allclose(p.inverse(coords[:1])[0], points[0], atol=1e-3)
+    assert np.all(np.abs(p.inverse([[5, 0]])) < 1)
+
+
+@pytest.mark.slow
+def test_umap_same_seed_same_map_and_places_extra_points(points):
+    """UMAP (after a numba compile) is reproducible with a seed and transforms extra points."""
+    a = pj.project(points[:150], "umap", seed=3, n_neighbors=10, extra=points[150:])
+    b = pj.project(points[:150], "umap", seed=3, n_neighbors=10, extra=points[150:])
+    np.testing.assert_array_equal(a.coords, b.coords)
+    assert a.coords.shape == (200, 2) and a.points.shape == (200, 5)
+
+
+def test_projection_round_trips_through_its_arrays(points):
+    """from_arrays(arrays()) rebuilds the same map and the same inverse."""
+    p = pj.project(points, "pca")
+    q = pj.Projection.from_arrays("pca", p.arrays(), points)
+    np.testing.assert_array_equal(q.inverse([[1.0, 2.0]]), p.inverse([[1.0, 2.0]]))
+
+
+def test_in_box_worst_and_lattice():
+    """in_box takes ranges in either order; worst is largest first; the lattice covers every point."""
+    coords = np.array([[0, 0], [1, 1], [2, 2], [3, -1]], np.float32)
+    assert pj.in_box(coords, (2.5, 0.5), (0, 3)).tolist() == [1, 2]
+    assert pj.worst(np.array([1.0, 5.0, 5.0, 2.0]), 3).tolist() == [1, 2, 3]
+    cells = pj.lattice(coords, 4)
+    assert len(cells["cx"]) == 16
+    assert cells["x"].min() < 0 and cells["x2"].max() > 3 and cells["y"].min() < -1 and cells["y2"].max() > 2
+
+
+def test_encode_scores_matches_score():
+    """encode_scores gives score()'s numbers on the model's evaluation inputs, with elbo = -(recon + kl)."""
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=3, hidden=(16,))).eval()
+    model.meta = type("Meta", (), {"train_config": {"binarize": "none"}})()
+    images = synthetic_images(20).images
+    out = pj.encode_scores(model, images.numpy(), batch_size=7)
+    expected = score(model, images.float() / 255)
+    np.testing.assert_allclose(out["mu"], expected.mu.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out["elbo"], -(out["recon"] + out["kl"]), rtol=1e-6)
+    assert out["mu"].shape == (20, 3)
+
+
+def test_data_uris_are_pngs_of_the_images():
+    """Each data URI is a PNG of the same size as its image."""
+    images = synthetic_images(3).images.numpy()
+    uris = pj.data_uris(images)
+    png = base64.b64decode(uris[0].removeprefix("data:image/png;base64,"))
+    assert Image.open(io.BytesIO(png)).size == (28, 28)
+    assert pj.data_uris(images[:, 0] / 255.0).tolist() == uris.tolist()
+
+
+def test_cache_computes_once_and_checks_the_key(cache):
+    """cached() computes on a miss only, writes .npz under $VAE_CACHE_DIR, and is_cached says so."""
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"coords": np.arange(6.0).reshape(3, 2)}
+
+    assert not pj.is_cached("k")
+    first, second = pj.cached("k", compute), pj.cached("k", compute)
+    np.testing.assert_array_equal(first["coords"], second["coords"])
+    assert len(calls) == 1 and pj.is_cached("k") and list(cache.glob("*.npz"))
+    assert pj.cache_dir() == cache
+
+
+def test_cache_key_follows_the_checkpoint_file_and_sorts_parameters(tmp_path):
+    """The key holds the model file and its mtime; parameters in any order give the same key."""
+    path = tmp_path / "ckpt"
+    save_checkpoint(path, VAE(VAEConfig(latent_dim=2, hidden=(8,))), dataset="mnist",
+                    train_config=asdict(TrainConfig()), metrics={}, epoch=0, step=0)  # fmt: skip
+    a = pj.cache_key(path, "test", "umap", min_dist=0.1, n_neighbors=15)
+    assert a == pj.cache_key(path / "model.pt", "test", "umap", n_neighbors=15, min_dist=0.1)
+    os.utime(path / "model.pt", ns=(1, 1))
+    assert pj.cache_key(path, "test", "umap", min_dist=0.1, n_neighbors=15) != a
+    assert load_checkpoint(path).config.latent_dim == 2
+
+
+def test_warm_up_runs_once_in_a_daemon_thread(monkeypatch):
+    """warm_up_umap starts one daemon thread and returns it on every call."""
+    calls = []
+    monkeypatch.setattr(pj, "_tiny_umap", lambda: calls.append(1))
+    monkeypatch.setattr(pj, "_warm_up_thread", None)
+    thread = pj.warm_up_umap()
+    assert pj.warm_up_umap() is thread and thread.daemon
+    thread.join()
+    assert calls == [1]

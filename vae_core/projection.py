@@ -1,0 +1,336 @@
+"""Projections of encoded images to a 2-D map (PCA, UMAP, t-SNE, or the latent plane itself), the way
+back from a map position to a latent point, and an on-disk cache of both encodings and maps.
+
+Everything is NumPy in, NumPy out; no Streamlit. The same points, method, parameters and seed always
+give the same map. Cache files are `.npz` archives read with `allow_pickle=False`, named by a hash of a
+plain key string (checkpoint file, its mtime, split, method, sorted parameters) that is stored inside
+and checked on reading. UMAP is imported lazily: importing it takes seconds, and its numba kernels
+compile on first use (30-40 s on a small CPU), which `warm_up_umap` does once in a background thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from vae_core.data import PROJECT_ROOT
+from vae_core.evaluation import eval_inputs, score
+from vae_core.explore import to_png
+from vae_core.model import VAE
+
+METHODS = ("pca", "umap", "tsne", "latent")
+DEFAULTS: dict[str, dict[str, float]] = {
+    "pca": {},
+    "umap": {"n_neighbors": 15, "min_dist": 0.1, "n_epochs": 200},
+    "tsne": {"perplexity": 30.0},
+    "latent": {},
+}
+_DATA_URI = "data:image/png;base64,"
+INVERSE_K = 8  # neighbours averaged to map a UMAP / t-SNE position back to latent space
+
+__all__ = [
+    "DEFAULTS",
+    "INVERSE_K",
+    "METHODS",
+    "Projection",
+    "cache_dir",
+    "cache_key",
+    "cached",
+    "data_uris",
+    "encode_scores",
+    "in_box",
+    "is_cached",
+    "lattice",
+    "project",
+    "warm_up_umap",
+    "worst",
+]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A 2-D map of `points` (N, D): coords (N, 2), and what is needed to go back to latent space.
+
+    PCA keeps its mean (D,) and components (2, D): the inverse is exact on the plane they span. The latent
+    plane of a 2-D model is its own inverse. UMAP and t-SNE have no inverse that can be stored as arrays;
+    there a position maps to the distance-weighted mean latent of its `INVERSE_K` nearest points.
+    """
+
+    method: str
+    coords: np.ndarray  # (N, 2)
+    points: np.ndarray = field(repr=False)  # (N, D)
+    mean: np.ndarray | None = None  # (D,), PCA only
+    components: np.ndarray | None = None  # (2, D), PCA only
+
+    @property
+    def exact_inverse(self) -> bool:
+        return self.method in ("pca", "latent")
+
+    def inverse(self, coords2d: np.ndarray) -> np.ndarray:
+        """Map positions (M, 2) back to latent points (M, D)."""
+        coords2d = np.atleast_2d(np.asarray(coords2d, np.float64))
+        if self.method == "latent":
+            return coords2d.astype(np.float32)
+        if self.method == "pca":
+            return (self.mean + coords2d @ self.components).astype(np.float32)
+        return self._neighbour_mean(coords2d)
+
+    def _neighbour_mean(self, coords2d: np.ndarray) -> np.ndarray:
+        from scipy.spatial import cKDTree
+
+        k = min(INVERSE_K, len(self.coords))
+        distance, index = cKDTree(self.coords).query(coords2d, k=k)  # (M, k) each
+        weights = 1.0 / (np.reshape(distance, (len(coords2d), k)) + 1e-6)
+        weights /= weights.sum(1, keepdims=True)
+        return np.einsum("mk,mkd->md", weights, self.points[np.reshape(index, (len(coords2d), k))]).astype(
+            np.float32
+        )
+
+    @classmethod
+    def from_arrays(cls, method: str, arrays: dict[str, np.ndarray], points: np.ndarray) -> Projection:
+        """A projection read back from `arrays()`, over the same points it was fitted on (and placed)."""
+        return cls(
+            method,
+            arrays["coords"],
+            np.asarray(points, np.float32),
+            arrays.get("mean"),
+            arrays.get("components"),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the disk cache stores (the points themselves are cached with the encoding)."""
+        extra = {} if self.mean is None else {"mean": self.mean, "components": self.components}
+        return {"coords": self.coords, **extra}
+
+
+def check_params(method: str, params: dict) -> dict:
+    """The method's parameters, defaults filled in; unknown methods or parameters are refused."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    unknown = set(params) - set(DEFAULTS[method])
+    if unknown:
+        raise ValueError(
+            f"{method} takes {sorted(DEFAULTS[method]) or 'no parameters'}, got {sorted(unknown)}"
+        )
+    return {**DEFAULTS[method], **params}
+
+
+def project(
+    points: np.ndarray, method: str, *, seed: int = 0, extra: np.ndarray | None = None, **params: float
+) -> Projection:
+    """Fit a 2-D map of points (N, D); `extra` points (M, D) are placed on it too (coords rows N..N+M).
+
+    Extra points are transformed, not fitted: the map of the N points is the same with or without
+    them. t-SNE cannot place new points, so it refuses `extra`.
+    """
+    params = check_params(method, params)
+    points = np.asarray(points, np.float32)
+    if points.ndim != 2 or len(points) < 3:
+        raise ValueError(f"points must be (N >= 3, D), got shape {points.shape}")
+    if method == "latent" and points.shape[1] != 2:
+        raise ValueError(
+            f"the latent plane is a map only for 2-D models; these points are {points.shape[1]}-D"
+        )
+    if method == "tsne" and extra is not None:
+        raise ValueError(
+            "t-SNE cannot place points it was not fitted on; choose PCA or UMAP, or test set only"
+        )
+    fit = {"pca": _pca, "umap": _umap, "tsne": _tsne, "latent": _latent}[method]
+    everything = points if extra is None else np.concatenate([points, np.asarray(extra, np.float32)])
+    coords, inverse = fit(
+        points, np.asarray(extra, np.float32) if extra is not None else None, seed, **params
+    )
+    return Projection(method, coords.astype(np.float32), everything, **inverse)
+
+
+def _latent(points: np.ndarray, extra: np.ndarray | None, seed: int) -> tuple[np.ndarray, dict]:
+    return (points if extra is None else np.concatenate([points, extra])), {}
+
+
+def _pca(points: np.ndarray, extra: np.ndarray | None, seed: int) -> tuple[np.ndarray, dict]:
+    mean = points.astype(np.float64).mean(0)
+    _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
+    components = vt[:2] * np.sign(vt[:2, :1] + 1e-12)  # fix each direction's sign: same data, same picture
+    everything = points if extra is None else np.concatenate([points, extra])
+    return (everything - mean) @ components.T, {"mean": mean, "components": components}
+
+
+def _umap(
+    points: np.ndarray,
+    extra: np.ndarray | None,
+    seed: int,
+    *,
+    n_neighbors: float,
+    min_dist: float,
+    n_epochs: float,
+) -> tuple[np.ndarray, dict]:
+    umap = _import_umap()
+    # PCA initialisation and 200 epochs (UMAP's default above 10k points): 4 s instead of 34 s for 10k
+    # points on 2 busy cores (spectral init and 500 epochs). A seed makes UMAP single-threaded; n_jobs=1
+    # says so (UMAP warns otherwise).
+    reducer = umap.UMAP(
+        n_neighbors=int(n_neighbors), min_dist=float(min_dist), n_epochs=int(n_epochs),
+        init="pca", random_state=int(seed), n_jobs=1,
+    )  # fmt: skip
+    coords = reducer.fit_transform(points)
+    return (coords if extra is None else np.concatenate([coords, reducer.transform(extra)])), {}
+
+
+def _import_umap() -> ModuleType:
+    """umap, imported lazily (seconds), without its ImportWarning that TensorFlow is absent."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImportWarning)
+        import umap
+    return umap
+
+
+def _tsne(
+    points: np.ndarray, extra: np.ndarray | None, seed: int, *, perplexity: float
+) -> tuple[np.ndarray, dict]:
+    from sklearn.manifold import TSNE
+
+    if not 1 <= perplexity < len(points):
+        raise ValueError(
+            f"t-SNE perplexity must be in [1, {len(points)}) for {len(points)} points, got {perplexity}"
+        )
+    tsne = TSNE(perplexity=float(perplexity), init="pca", learning_rate="auto", random_state=int(seed))
+    return tsne.fit_transform(points), {}
+
+
+# ---------------------------------------------------------------- encoding and highlights
+
+
+def encode_scores(
+    model: VAE, images: np.ndarray | torch.Tensor, *, batch_size: int = 1000
+) -> dict[str, np.ndarray]:
+    """Posterior means and ELBO terms of uint8 images (N, C, H, W): mu (N, D), recon, kl, elbo (N,).
+
+    The images become the model's test inputs as in evaluation (binarised once, seeded, for models
+    trained on dynamic binarisation), then one seeded call of `vae_core.score`, as NumPy arrays.
+    """
+    x = eval_inputs(torch.as_tensor(images), model.meta.train_config.get("binarize", "none"))
+    scores = score(model, x, batch_size=batch_size)
+    return {
+        "mu": scores.mu.numpy(),
+        "recon": scores.recon.numpy(),
+        "kl": scores.kl.numpy(),
+        "elbo": scores.elbo.numpy(),
+    }
+
+
+def data_uris(images: np.ndarray) -> np.ndarray:
+    """Images (N, H, W) in [0, 1], or uint8 (N, 1, H, W) -> PNG data URIs (N,) of str, for tooltips."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images[:, 0] / 255.0 if images.ndim == 4 else images / 255.0
+    return np.array([_DATA_URI + base64.b64encode(to_png(image)).decode() for image in images])
+
+
+def lattice(coords: np.ndarray, n: int, *, margin: float = 0.05) -> dict[str, np.ndarray]:
+    """n × n cells covering points (N, 2) plus a margin: edges x, x2, y, y2 and centres cx, cy, each (n²,)."""
+    lo, hi = coords.min(0), coords.max(0)
+    lo, hi = lo - margin * (hi - lo), hi + margin * (hi - lo)
+    ex, ey = (np.linspace(lo[d], hi[d], n + 1) for d in (0, 1))
+    ix, iy = (i.ravel() for i in np.meshgrid(np.arange(n), np.arange(n)))
+    x, x2, y, y2 = ex[ix], ex[ix + 1], ey[iy], ey[iy + 1]
+    return {"x": x, "x2": x2, "y": y, "y2": y2, "cx": (x + x2) / 2, "cy": (y + y2) / 2}
+
+
+def worst(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n largest values, largest first (ties broken by index, so always the same)."""
+    return np.argsort(-np.asarray(values), kind="stable")[:n]
+
+
+def in_box(coords: np.ndarray, x_range: tuple[float, float], y_range: tuple[float, float]) -> np.ndarray:
+    """Indices of the points (N, 2) inside a box, given its x and y ranges in either order."""
+    (x0, x1), (y0, y1) = sorted(x_range), sorted(y_range)
+    inside = (coords[:, 0] >= x0) & (coords[:, 0] <= x1) & (coords[:, 1] >= y0) & (coords[:, 1] <= y1)
+    return np.flatnonzero(inside)
+
+
+# ---------------------------------------------------------------- disk cache
+
+
+def cache_dir() -> Path:
+    """$VAE_CACHE_DIR, else the project's .cache/atlas (git-ignored)."""
+    return Path(os.environ.get("VAE_CACHE_DIR") or PROJECT_ROOT / ".cache" / "atlas")
+
+
+def cache_key(checkpoint: str | Path, *parts: object, **params: object) -> str:
+    """A plain key: the checkpoint's model file and mtime, then the parts, then sorted parameters."""
+    file = Path(checkpoint)
+    file = file / "model.pt" if file.is_dir() else file
+    items = [f"{file.resolve()}@{file.stat().st_mtime_ns}", *map(str, parts)]
+    items += [f"{k}={params[k]!r}" for k in sorted(params)]
+    return "|".join(items)
+
+
+def _cache_file(key: str) -> Path:
+    return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+
+
+def is_cached(key: str) -> bool:
+    """Whether `cached(key, ...)` would read from disk (a file under the key's name exists)."""
+    return _cache_file(key).is_file()
+
+
+def cached(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays stored under `key`, computed and written atomically the first time."""
+    file = _cache_file(key)
+    if file.is_file():
+        try:
+            with np.load(file, allow_pickle=False) as stored:
+                if str(stored["_key"]) == key:
+                    return {name: stored[name] for name in stored.files if name != "_key"}
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or foreign: recompute and overwrite
+    arrays = compute()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, _key=np.array(key), **arrays)
+    os.replace(tmp, file)
+    return arrays
+
+
+# ---------------------------------------------------------------- numba warm-up
+
+_warm_up_lock = threading.Lock()
+_warm_up_thread: threading.Thread | None = None
+
+
+def _tiny_umap() -> None:
+    """Fit and transform 200 random points along the code path of a real map: the approximate
+    nearest-neighbour search (real maps have thousands of points) and the layout, then `transform`."""
+    umap = _import_umap()
+    points = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    reducer = umap.UMAP(
+        n_neighbors=5, n_epochs=5, init="pca", random_state=0, n_jobs=1, force_approximation_algorithm=True
+    )
+    reducer.fit(points[:150])
+    reducer.transform(points[150:])
+
+
+def warm_up_umap() -> threading.Thread:
+    """Import UMAP and compile its numba kernels once, in a daemon thread; returns that thread.
+
+    Call at app start: the first real map then costs seconds instead of 30-40 s. Later calls return
+    the same thread (join it to wait for the warm-up).
+    """
+    global _warm_up_thread
+    with _warm_up_lock:
+        if _warm_up_thread is None:
+            _warm_up_thread = threading.Thread(target=_tiny_umap, name="umap-warm-up", daemon=True)
+            _warm_up_thread.start()
+        return _warm_up_thread
