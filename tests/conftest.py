@@ -16,6 +16,9 @@ from vae_core.data import locate
 os.environ.setdefault("VAE_WARM_UP_UMAP", "0")
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "mnist"
+# Without data/mnist, let the app and library find the shared IDX files as $VAE_DATA_DIR/mnist.
+if not locate("mnist", "test") and SHARED_MNIST.is_dir():
+    os.environ.setdefault("VAE_DATA_DIR", str(SHARED_MNIST.parent))
 
 
 def synthetic_images(n: int, seed: int = 0, name: str = "mnist", split: str = "train") -> ImageSet:
