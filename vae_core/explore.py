@@ -234,16 +234,13 @@ def kl_order(kl_per_dim: Sequence[float], *, threshold: float = 0.01) -> tuple[n
 def tile(images: np.ndarray, nrow: int, *, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
     """Images (N, H, W) -> one (rows*H + pad, nrow*W + pad) array, row-major, padded between cells."""
     images = np.asarray(images)
-    n, h, w = images.shape[:3]
+    (n, h, w), rest = images.shape[:3], images.shape[3:]
     rows = -(-n // nrow)
-    out = np.full(
-        (rows * (h + pad) + pad, nrow * (w + pad) + pad, *images.shape[3:]), pad_value, images.dtype
-    )
-    for i, image in enumerate(images):
-        r, c = divmod(i, nrow)
-        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = (
-            image
-        )
+    cells = np.full((rows * nrow, h + pad, w + pad, *rest), pad_value, images.dtype)
+    cells[:n, :h, :w] = images  # each cell: the image, then `pad` below and to the right
+    grid = cells.reshape(rows, nrow, h + pad, w + pad, *rest).swapaxes(1, 2)
+    out = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, *rest), pad_value, images.dtype)
+    out[pad:, pad:] = grid.reshape(rows * (h + pad), nrow * (w + pad), *rest)
     return out
 
 
