@@ -181,7 +181,10 @@ def main() -> None:
         a, b = statistics.median(theirs), statistics.median(ours)
         print(f"canonical example: {a:.2f} s/epoch  (all: {', '.join(f'{t:.2f}' for t in theirs)})")
         print(f"vae_core train:    {b:.2f} s/epoch  (all: {', '.join(f'{t:.2f}' for t in ours)})")
-        print(f"speed-up: {a / b:.2f}x (target >= 4x)")
+        print(
+            f"speed-up: {a / b:.2f}x on medians, "
+            f"{min(theirs) / min(ours):.2f}x on the fastest epochs (target >= 4x)"
+        )
         if torch.cuda.is_available():
             _, rate = run_ours(args.data_dir, args.epochs, "cuda", Path(tmp))
             print(f"vae_core on {torch.cuda.get_device_name()}: {rate:,.0f} samples/s")
