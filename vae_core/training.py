@@ -11,6 +11,7 @@ the gradients), and rank 0 alone logs and writes the checkpoint, in the single-p
 
 from __future__ import annotations
 
+import gc
 import math
 import signal
 import threading
@@ -240,6 +241,12 @@ class _Trainer:
             while self.pos.epoch < self.config.epochs and not self.interrupted:
                 self.train_epoch(images, flag)
                 self.finish_epoch(test_x)
+        if self.world.distributed:
+            # Free DDP's reducer while the process group still exists, and let no rank tear the
+            # group down while another still uses it: either can abort a process at exit.
+            self.objective = None
+            gc.collect()
+            self.world.barrier()
         return FitResult(self.model.eval(), self.pos, self.interrupted, self.metrics)
 
     def steps_per_epoch(self, n: int) -> int:
