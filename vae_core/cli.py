@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vae_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, update_metrics
-from vae_core.data import BINARIZE, DATASETS, DatasetError, load_images
+from vae_core.data import BINARIZE, DATASETS, DatasetError, ImageSet, load_images
 from vae_core.device import pick_device
 from vae_core.evaluation import eval_inputs, summarize
 from vae_core.model import ACTIVATIONS, ARCHITECTURES, VAE, VAEConfig
@@ -146,6 +146,7 @@ def train(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     train_set = load_images(config.dataset, "train", args.data_dir)
+    test_set = load_images(config.dataset, "test", args.data_dir)  # read once: fit and the timelapse
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
     done = read_checkpoint(args.out)["step"] if args.resume else 0
     total = -(-len(train_set) // config.batch_size) * config.epochs
@@ -156,10 +157,11 @@ def train(args: argparse.Namespace) -> int:
         args.out,
         data_dir=args.data_dir,
         train_set=train_set,
+        test_set=test_set,
         device=args.device,
         resume=args.resume,
         callback=bar,
-        on_epoch=_timelapse_hook(config, args) if args.timelapse else None,
+        on_epoch=_timelapse_hook(config, test_set, Path(args.out)) if args.timelapse else None,
     )
     if bar:
         bar.bar.close()
@@ -172,13 +174,12 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _timelapse_hook(config: TrainConfig, args: argparse.Namespace) -> Callable[[VAE, int], None]:
+def _timelapse_hook(config: TrainConfig, test: ImageSet, out: Path) -> Callable[[VAE, int], None]:
     """Snapshots of the latent space after every epoch, on a fixed subset of the test set."""
     from vae_core import timelapse
 
-    test = load_images(config.dataset, "test", args.data_dir)
     x, labels = eval_inputs(test, config.binarize)[: timelapse.N_IMAGES], test.labels[: timelapse.N_IMAGES]
-    return lambda model, epoch: timelapse.snapshot(model, x, labels, Path(args.out), epoch)
+    return lambda model, epoch: timelapse.snapshot(model, x, labels, out, epoch)
 
 
 def evaluate(args: argparse.Namespace) -> int:

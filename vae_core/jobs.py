@@ -14,7 +14,6 @@ many runs may train at once.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -196,6 +195,8 @@ def suggest_name(options: RunOptions, root: str | Path | None = None) -> str:
 @contextmanager
 def _lock(root: Path) -> Iterator[None]:
     """One start or resume at a time across every server process, so the job limit holds."""
+    import fcntl  # POSIX only: imported here so that `import vae_core` works everywhere
+
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
