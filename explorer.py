@@ -358,8 +358,8 @@ def errors() -> Iterator[None]:
 
 def png(images: np.ndarray, nrow: int | None = None, *, scale: int = 1) -> bytes:
     """One image (H, W) or a batch (N, H, W) tiled `nrow` per row, as PNG bytes."""
-    images = np.asarray(images)
-    return ex.to_png(images if nrow is None else ex.tile(images, nrow), scale=scale)
+    pixels = ex.to_pixels(images)
+    return ex.to_png(pixels if nrow is None else ex.tile(pixels, nrow), scale=scale)
 
 
 def image_row(images: np.ndarray, captions: list[str], *, width: int = 112) -> None:
@@ -412,38 +412,73 @@ def _class_colorscale(k: int) -> list[list]:
     return [[edge, color] for c, color in enumerate(steps) for edge in (c / k, (c + 1) / k)]
 
 
-def _add_points(fig: go.Figure, points: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
-    """Encoded images as ONE WebGL trace coloured by class (one trace per class cost 30 ms a redraw
-    in Plotly's validation), plus an empty trace per class for the legend."""
+def _points_traces(points: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> list[dict]:
+    """Encoded images as ONE WebGL trace coloured by class (one trace per class made every redraw
+    slower), plus an empty trace per class for the legend."""
     k = max(len(classes), 1)
-    fig.add_trace(
-        go.Scattergl(
-            x=points[:, 0],
-            y=points[:, 1],
-            mode="markers",
-            showlegend=False,
-            name="test images",
-            hoverinfo="none",  # no label, but clicks still select the point
-            marker={
-                "size": 4,
-                "opacity": 0.6,
-                "color": labels,
-                "colorscale": _class_colorscale(k),
-                "cmin": -0.5,
-                "cmax": k - 0.5,
-            },
-        )
-    )
-    for c, name in enumerate(classes):
-        fig.add_trace(
-            go.Scattergl(
-                x=[None],
-                y=[None],
-                mode="markers",
-                name=name,
-                marker={"size": 8, "color": PALETTE[c % len(PALETTE)]},
-            )
-        )
+    marker = {
+        "size": 4,
+        "opacity": 0.6,
+        "color": labels,
+        "colorscale": _class_colorscale(k),
+        "cmin": -0.5,
+        "cmax": k - 0.5,
+    }
+    return [
+        {
+            "type": "scattergl",
+            "x": points[:, 0],
+            "y": points[:, 1],
+            "mode": "markers",
+            "showlegend": False,
+            "name": "test images",
+            "hoverinfo": "none",  # no label, but clicks still select the point
+            "marker": marker,
+        },
+        *(
+            {
+                "type": "scattergl",
+                "x": [None],
+                "y": [None],
+                "mode": "markers",
+                "name": name,
+                "marker": {"size": 8, "color": PALETTE[c % len(PALETTE)]},
+            }
+            for c, name in enumerate(classes)
+        ),
+    ]
+
+
+def _grid_parts(grid: np.ndarray, axis: np.ndarray, spacing: str) -> tuple[dict, dict]:
+    """A decoded grid as the map's background image, and a trace of invisible markers at the cell
+    centres so that a click selects a cell (its customdata is the cell's z)."""
+    centres = ex.to_display(axis, spacing)
+    low, high = _edges(centres)
+    image = {
+        "source": _data_uri(grid_png(grid)),
+        "xref": "x",
+        "yref": "y",
+        "x": low,
+        "y": high,
+        "sizex": high - low,
+        "sizey": high - low,
+        "sizing": "stretch",
+        "layer": "below",
+    }
+    cx, cy = np.meshgrid(centres, centres)
+    zx, zy = np.meshgrid(axis, axis)
+    cells = {
+        "type": "scatter",
+        "x": cx.ravel(),
+        "y": cy.ravel(),
+        "customdata": np.stack([zx.ravel(), zy.ravel()], 1),
+        "mode": "markers",
+        "name": "grid cells",
+        "showlegend": False,
+        "marker": {"size": max(4, 360 // len(axis)), "opacity": 0.0, "symbol": "square"},
+        "hovertemplate": "z = (%{customdata[0]:.2f}, %{customdata[1]:.2f})<extra></extra>",
+    }
+    return image, cells
 
 
 def latent_map(
@@ -459,73 +494,47 @@ def latent_map(
 ) -> go.Figure:
     """A 2-D latent map in display coordinates: a decoded grid under the encoded test set and a path.
 
-    Grid cells carry invisible markers at their centres so that a click selects a cell.
+    The figure is written as one plain spec and validated once: building it call by call
+    (add_trace, update_layout) cost more than decoding the grid.
     """
-    fig = go.Figure()
+    traces, images = [], []
+    axes = {"showgrid": False, "zeroline": False}
     if grid is not None:
-        n, edges = len(axis), _edges(ex.to_display(axis, spacing))
-        fig.add_layout_image(
-            source=_data_uri(grid_png(grid)),
-            xref="x",
-            yref="y",
-            x=edges[0],
-            y=edges[1],
-            sizex=edges[1] - edges[0],
-            sizey=edges[1] - edges[0],
-            sizing="stretch",
-            layer="below",
-        )
-        cx, cy = np.meshgrid(ex.to_display(axis, spacing), ex.to_display(axis, spacing))
-        zx, zy = np.meshgrid(axis, axis)
-        fig.add_trace(
-            go.Scatter(
-                x=cx.ravel(),
-                y=cy.ravel(),
-                customdata=np.stack([zx.ravel(), zy.ravel()], 1),
-                mode="markers",
-                name="grid cells",
-                showlegend=False,
-                marker={"size": max(4, 360 // n), "opacity": 0.0, "symbol": "square"},
-                hovertemplate="z = (%{customdata[0]:.2f}, %{customdata[1]:.2f})<extra></extra>",
-            )
-        )
+        image, cells = _grid_parts(grid, axis, spacing)
+        traces.append(cells)
+        images.append(image)
+        if spacing == "quantile":  # positions Φ(z), labelled with the z values themselves
+            z = np.array([-2, -1, -0.5, 0, 0.5, 1, 2])
+            axes |= {"tickvals": ex.to_display(z, "quantile"), "ticktext": [f"{v:g}" for v in z]}
     if points is not None:
-        _add_points(fig, points[:MAP_POINTS], labels[:MAP_POINTS], classes)
+        traces += _points_traces(points[:MAP_POINTS], labels[:MAP_POINTS], classes)
     if path is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=path[:, 0],
-                y=path[:, 1],
-                mode="lines+markers",
-                name="path",
-                line={"color": "black", "width": 2},
-                marker={"size": 7, "color": "black"},
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": path[:, 0],
+                "y": path[:, 1],
+                "mode": "lines+markers",
+                "name": "path",
+                "line": {"color": "black", "width": 2},
+                "marker": {"size": 7, "color": "black"},
+            }
         )
-    fig.update_layout(
-        height=640,
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        legend={"itemsizing": "constant"},
-        xaxis={"title": titles[0], "showgrid": False, "zeroline": False},
-        yaxis={"title": titles[1], "showgrid": False, "zeroline": False, "scaleanchor": "x"},
-    )
-    if grid is not None and spacing == "quantile":
-        _quantile_ticks(fig)
-    return fig
+    layout = {
+        "images": images,
+        "height": 640,
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "legend": {"itemsizing": "constant"},
+        "xaxis": {"title": {"text": titles[0]}, **axes},
+        "yaxis": {"title": {"text": titles[1]}, "scaleanchor": "x", **axes},
+    }
+    return go.Figure({"data": traces, "layout": layout})
 
 
 def _edges(centres: np.ndarray) -> tuple[float, float]:
     """The outer edges of evenly spaced cells given their centres."""
     half = (centres[-1] - centres[0]) / (2 * max(len(centres) - 1, 1)) if len(centres) > 1 else 0.5
     return float(centres[0] - half), float(centres[-1] + half)
-
-
-def _quantile_ticks(fig: go.Figure) -> None:
-    """Label a prior-quantile axis (positions Φ(z)) with the z values themselves."""
-    z = np.array([-2, -1, -0.5, 0, 0.5, 1, 2])
-    ticks = {"tickvals": ex.to_display(z, "quantile"), "ticktext": [f"{v:g}" for v in z]}
-    fig.update_xaxes(**ticks)
-    fig.update_yaxes(**ticks)
 
 
 def csv_bytes(z: np.ndarray) -> bytes:

@@ -5,12 +5,17 @@ vae_core calls, the PNG encoding, the eager CSV download (PNG and GIF downloads 
 and, for the grid, the Plotly figure with the encoded test set, serialised as st.plotly_chart does.
 Browser rendering and the websocket are not included. Prints p50 / p95 in milliseconds.
 
+It measures the steady state: the app compiles UMAP's numba kernels in a background thread for about
+30 s after the server starts (see explorer.py), and that thread is not started here. While it runs it
+competes for the interpreter lock, and the grid's p95 more than doubles.
+
     python bench/ui_latency.py [--checkpoint checkpoints/mnist-2d] [--settings 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +25,7 @@ import plotly.io
 import plotly.tools
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the app's helper module lives at the root
+os.environ.setdefault("VAE_WARM_UP_UMAP", "0")  # before importing explorer: see the docstring
 
 import explorer as ui
 from vae_core import DatasetError, eval_inputs, load_checkpoint, load_images

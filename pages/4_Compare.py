@@ -33,14 +33,24 @@ elif (test := ui.test_set(models["A"].meta.dataset)) is not None:
                 ui.png(x_hat, 12), caption=f"{name}: reconstructions (decoded posterior means)", width=840
             )
 
-st.subheader("Samples from each prior")
-ui.from_query("compare_seed", 0, int)
-seed = st.columns(4)[0].number_input("seed (the same for both)", 0, 10**6, key="compare_seed")
-left, right = st.columns(2)
-for column, (name, model) in zip((left, right), models.items(), strict=True):
-    with column, ui.errors():
-        z = ex.sample_prior(model, 24, seed=seed)
-        ui.picture(ui.png(ex.decode_images(model, z), 8), caption=f"{name}: z ~ N(0, I)", width="stretch")
+
+
+@st.fragment
+def prior_samples() -> None:
+    """A new seed redraws only these samples, not the page."""
+    st.subheader("Samples from each prior")
+    ui.from_query("compare_seed", 0, int)
+    seed = st.columns(4)[0].number_input("seed (the same for both)", 0, 10**6, key="compare_seed")
+    left, right = st.columns(2)
+    for column, (name, model) in zip((left, right), models.items(), strict=True):
+        with column, ui.errors():
+            z = ex.sample_prior(model, 24, seed=seed)
+            ui.picture(ui.png(ex.decode_images(model, z), 8), caption=f"{name}: z ~ N(0, I)", width="stretch")
+    ui.to_query(compare_seed=seed)
+
+
+prior_samples()
+
 
 st.subheader("KL per latent dimension")
 left, right = st.columns(2)

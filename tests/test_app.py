@@ -1,10 +1,15 @@
 """The Streamlit app, run in-process with AppTest: every page, its widgets, the picker, missing data."""
 
+import base64
+import io
+import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import vae_core.data
@@ -63,6 +68,14 @@ def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
+def plotly_array(value: dict | list) -> np.ndarray:
+    """An array from a Plotly spec: a list, or a typed array {"dtype", "bdata" (base64), "shape"}."""
+    if isinstance(value, list):
+        return np.array(value)
+    array = np.frombuffer(base64.b64decode(value["bdata"]), np.dtype(value["dtype"]))
+    return array.reshape([int(n) for n in str(value.get("shape", len(array))).split(",")])
+
+
 def card_value(at: AppTest, field: str) -> str:
     line = next(m.value for m in at.sidebar.markdown if f"**{field}**" in m.value)
     return line.split(f"**{field}**: ")[1].split("\n")[0]
@@ -100,6 +113,20 @@ def test_latent_grid_size_changes_the_figure():
     at.slider(key="n").set_value(7).run()
     assert at.get("plotly_chart")[0].proto.spec != before
     assert at.query_params["n"] == "7"
+
+
+def test_latent_grid_map_holds_the_decoded_grid_and_clickable_cells():
+    """The map's background is the 7×7 decoded grid, and each cell carries its z for a click."""
+    at = run(PAGES[0], n="7", spacing="range", range="2.0")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    source = spec["layout"]["images"][0]["source"]
+    grid = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+    assert grid.size == (7 * 29 + 1, 7 * 29 + 1)  # 28-pixel digits with a 1-pixel white border
+    cells = next(trace for trace in spec["data"] if trace.get("name") == "grid cells")
+    z = plotly_array(cells["customdata"])
+    np.testing.assert_allclose(np.unique(z[:, 0]), np.linspace(-2, 2, 7), atol=1e-6)
+    np.testing.assert_allclose(plotly_array(cells["x"]), z[:, 0], atol=1e-6)  # a range grid is drawn in z
+    assert any(trace.get("name") == "test images" for trace in spec["data"])
 
 
 def test_latent_grid_typed_point_goes_to_the_sliders():
@@ -175,6 +202,17 @@ def test_compare_shows_both_cards(tiny, monkeypatch):
     at = run(PAGES[3], ckpt=DEFAULT, other=tiny)
     columns = list(at.table[0].value.columns)
     assert columns == [f"A: {DEFAULT}", f"B: {tiny}"]
+
+
+def test_compare_seed_redraws_both_prior_samples(tiny, monkeypatch):
+    """A new seed gives both models new prior samples and is kept in the URL."""
+    monkeypatch.setenv("VAE_CHECKPOINT", tiny)
+    at = run(PAGES[3], ckpt=DEFAULT, other=tiny)
+    before = images(at)[-2:]
+    at.number_input(key="compare_seed").set_value(7).run()
+    after = images(at)[-2:]
+    assert after[0] != before[0] and after[1] != before[1]
+    assert at.query_params["compare_seed"] == "7"
 
 
 def test_picker_switches_checkpoint(tiny, monkeypatch):

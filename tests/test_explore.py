@@ -175,6 +175,16 @@ def test_tile_places_images_row_major():
     assert grid[4, 4] == 1.0  # the empty fourth cell stays padding
 
 
+def test_pixels_round_to_grey_levels_and_tile_white_in_uint8():
+    """to_pixels rounds [0, 1] to 0..255 (clipping outside), and tiles of uint8 pixels pad with 255."""
+    pixels = ex.to_pixels(np.array([[-0.5, 0.0, 0.5, 1.0, 2.0]]))
+    assert pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels, [[0, 0, 128, 255, 255]])
+    assert ex.to_pixels(pixels) is pixels
+    images = np.random.default_rng(0).random((5, 3, 3))
+    np.testing.assert_array_equal(ex.tile(ex.to_pixels(images), 3), ex.to_pixels(ex.tile(images, 3)))
+
+
 def test_png_and_gif_round_trip():
     """to_png writes the pixels (enlarged with sharp edges); to_gif writes one frame per image."""
     image = np.zeros((2, 3))
@@ -182,6 +192,7 @@ def test_png_and_gif_round_trip():
     png = Image.open(io.BytesIO(ex.to_png(image, scale=2)))
     assert png.size == (6, 4)
     assert np.asarray(png)[0, 2] == 255 and np.asarray(png)[3, 0] == 0
+    assert ex.to_png(ex.to_pixels(image), scale=2) == ex.to_png(image, scale=2)
     gif = Image.open(io.BytesIO(ex.to_gif(np.stack([image, 1 - image, image]), duration_ms=50)))
     assert gif.n_frames == 3
 
