@@ -2,7 +2,8 @@
 shared widgets and figures. Pages call these and `vae_core.explore`; they hold no tensor maths.
 
 Caches are keyed by plain strings and numbers (a checkpoint's path and modification time, a dataset
-name and folder), never by hashing a model: `st.cache_resource` holds models, `st.cache_data` arrays.
+name and folder), never by hashing a model: `st.cache_resource` holds models and the read-only test
+set, `st.cache_data` the arrays computed from them.
 """
 
 from __future__ import annotations
@@ -153,13 +154,18 @@ def model(ck: Checkpoint) -> VAE:
     return load_model(ck.name, ck.mtime)
 
 
-@st.cache_data(max_entries=4, show_spinner="Reading the test set…")
+@st.cache_resource(max_entries=4, show_spinner="Reading the test set…")
 def _test_arrays(name: str, folder: str | None, root: str) -> tuple[np.ndarray, np.ndarray]:
-    """`root` ($VAE_DATA_DIR or data/) is a cache key only: the lookup reads it from the environment."""
+    """One read-only copy per server: st.cache_data would unpickle its 8 MB on every rerun.
+
+    `root` ($VAE_DATA_DIR or data/) is a cache key only: the lookup reads it from the environment."""
     from vae_core import load_images
 
     test = load_images(name, "test", data_dir=folder, download=False)
-    return test.images.numpy(), test.labels.numpy()
+    arrays = test.images.numpy(), test.labels.numpy()
+    for array in arrays:
+        array.setflags(write=False)  # shared by every session: no page may change it in place
+    return arrays
 
 
 def test_set(name: str) -> TestSet | None:

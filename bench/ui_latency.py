@@ -5,6 +5,11 @@ vae_core calls, the PNG encoding, the eager CSV download (PNG and GIF downloads 
 and, for the grid, the Plotly figure with the encoded test set, serialised as st.plotly_chart does.
 Browser rendering and the websocket are not included. Prints p50 / p95 in milliseconds.
 
+Two more lines check that model against Streamlit itself: AppTest reruns the whole Sliders or Latent
+grid page (sidebar and model card included, so an upper bound on a fragment rerun) for random moves.
+AppTest compiles the page anew on every run, which a server does once; the bench gives it one shared
+script cache, as the server has.
+
 It measures the steady state: the app compiles UMAP's numba kernels in a background thread for about
 30 s after the server starts (see explorer.py), and that thread is not started here. While it runs it
 competes for the interpreter lock, and the grid's p95 more than doubles.
@@ -31,6 +36,8 @@ import explorer as ui
 from vae_core import DatasetError, eval_inputs, load_checkpoint, load_images
 from vae_core import explore as ex
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def slider_step(model, rng: np.random.Generator) -> None:
     z = rng.uniform(-3, 3, model.config.latent_dim)
@@ -52,6 +59,45 @@ def grid_step(
     plotly.io.to_json(
         plotly.tools.return_figure_from_figure_or_data(fig, True), validate=False
     )  # as st.plotly_chart
+
+
+def grid_page_step(at, rng: np.random.Generator) -> None:
+    """One grid control changed in the real Latent grid page, rerun by Streamlit (AppTest)."""
+    if rng.random() < 0.5:
+        at.slider(key="n").set_value(int(rng.integers(2, 31)))
+    else:
+        at.radio(key="spacing").set_value(str(rng.choice(ex.SPACINGS)))
+    rerun(at)
+
+
+def sliders_page_step(at, rng: np.random.Generator) -> None:
+    """One latent slider moved in the real Sliders page, rerun by Streamlit (AppTest)."""
+    sliders = [s for s in at.slider if str(s.key).startswith("zs_")]
+    sliders[int(rng.integers(len(sliders)))].set_value(round(float(rng.uniform(-3, 3)), 2))
+    rerun(at)
+
+
+def rerun(at) -> None:
+    at.run()
+    if at.exception:
+        raise RuntimeError(at.exception[0].value)
+
+
+def open_page(checkpoint: str, page: str):
+    """`page` in AppTest, opened on `checkpoint`, with one script cache shared across reruns."""
+    import streamlit.testing.v1.app_test as app_test
+    import streamlit.testing.v1.local_script_runner as local_script_runner
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+    from streamlit.testing.v1 import AppTest
+
+    shared = ScriptCache()
+    app_test.ScriptCache = local_script_runner.ScriptCache = lambda: shared
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["ckpt"] = checkpoint
+    at.run()
+    at.switch_page(page)
+    rerun(at)
+    return at
 
 
 def percentiles(step, settings: int) -> tuple[float, float]:
@@ -79,9 +125,13 @@ def main() -> None:
         except DatasetError:
             print("(no test set: the grid is timed without the encoded test set)")
     rng = np.random.default_rng(0)
+    sliders = open_page(args.checkpoint, "pages/2_Sliders.py")
+    grid = open_page(args.checkpoint, "pages/1_Latent_grid.py")
     for name, step in (
         ("slider -> decoded image", lambda: slider_step(model, rng)),
         ("grid control -> grid + map", lambda: grid_step(model, rng, mu, labels, classes)),
+        ("slider, whole page", lambda: sliders_page_step(sliders, rng)),
+        ("grid control, whole page", lambda: grid_page_step(grid, rng)),
     ):
         percentiles(step, 5)  # warm-up
         p50, p95 = percentiles(step, args.settings)

@@ -354,4 +354,4 @@ def sigma_ellipse(
 
 def uint8_images(images: np.ndarray) -> np.ndarray:
     """Stored uint8 images (N, C, H, W) -> display images (N, H, W) in [0, 1], grey levels kept."""
-    return _channels_last(torch.as_tensor(np.asarray(images)).float() / 255.0)
+    return _channels_last(torch.tensor(np.asarray(images)).float() / 255.0)

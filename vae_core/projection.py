@@ -219,7 +219,9 @@ def encode_scores(
     The images become the model's test inputs as in evaluation (binarised once, seeded, for models
     trained on dynamic binarisation), then one seeded call of `vae_core.score`, as NumPy arrays.
     """
-    x = eval_inputs(torch.as_tensor(images), model.meta.train_config.get("binarize", "none"))
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.array(images))  # a copy: the app's shared test set is read-only
+    x = eval_inputs(images, model.meta.train_config.get("binarize", "none"))
     scores = score(model, x, batch_size=batch_size)
     return {
         "mu": scores.mu.numpy(),
