@@ -21,6 +21,7 @@ def run(out: Path, data: tuple[ImageSet, ImageSet], **overrides: object) -> obje
     options = {"epochs": 2, "batch_size": 64, "log_every": 2, **overrides}
     resume = bool(options.pop("resume", False))
     callback = options.pop("callback", None)
+    on_epoch = options.pop("on_epoch", None)
     train, test = data
     return fit(
         MODEL,
@@ -31,6 +32,7 @@ def run(out: Path, data: tuple[ImageSet, ImageSet], **overrides: object) -> obje
         device="cpu",
         resume=resume,
         callback=callback,
+        on_epoch=on_epoch,
     )
 
 
@@ -65,6 +67,15 @@ def test_checkpoint_carries_config_dataset_and_metrics(tmp_path: Path, tiny_data
     assert model.meta.metrics == result.metrics
     assert len(model.meta.metrics["kl_per_dim"]) == 2
     assert sum(model.meta.metrics["kl_per_dim"]) == pytest.approx(model.meta.metrics["kl"], rel=1e-4)
+    assert model.meta.metrics["check"]["n"] == 128  # the final card carries its fingerprint
+
+
+def test_only_the_last_epoch_pays_for_the_fingerprint(tmp_path: Path, tiny_data: tuple) -> None:
+    """Epochs before the last save their metrics without the card's fingerprint (it costs 2% of an
+    MNIST epoch); the last one has it."""
+    saved = []
+    run(tmp_path / "ck", tiny_data, on_epoch=lambda *_: saved.append(load_checkpoint(tmp_path / "ck")))
+    assert ["check" in model.meta.metrics for model in saved] == [False, True]
 
 
 def test_same_seed_same_weights(tmp_path: Path, tiny_data: tuple) -> None:

