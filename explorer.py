@@ -579,8 +579,22 @@ def dim_label(kl_per_dim: list[float] | None, inactive: np.ndarray) -> object:
     return label
 
 
-SOURCES = ("origin", "random prior sample", "test image (posterior mean)")
+TEST_IMAGE = "test image (posterior mean)"
+SOURCES = ("origin", "random prior sample", TEST_IMAGE)
 ENCODED = "your digit (posterior mean)"  # a further source once the Encode page has encoded a digit
+ENDPOINTS = {"A": "a", "B": "b"}  # the Interpolate page's two endpoints and their latent_input keys
+
+
+def set_endpoint(end: str, test_index: int | None = None) -> None:
+    """Make the Interpolate page's endpoint `end` ("A" or "B") test image `test_index`, or the
+    digit encoded on the Encode page when no index is given (its widgets pick it up when next drawn)."""
+    key = ENDPOINTS[end]
+    if test_index is None:
+        st.session_state[key] = ENCODED
+        return
+    st.session_state[key] = TEST_IMAGE
+    st.session_state[f"{key}_img_class"] = "any"
+    st.session_state[f"{key}_img_nth"] = int(test_index)
 
 
 def remember_encoded(ck: Checkpoint, mu: np.ndarray) -> None:
@@ -603,7 +617,7 @@ def latent_input(
     default_class: int = 0,
 ) -> np.ndarray:
     """A latent point chosen by the user: the origin, a prior sample, a test image or an encoded digit."""
-    sources = tuple(s for s in sources if test is not None or not s.startswith("test image"))
+    sources = tuple(s for s in sources if test is not None or s != TEST_IMAGE)
     default = sources[-1] if test is not None else sources[0]
     mine = encoded(ck)
     sources = (*sources, ENCODED) if mine is not None else sources
@@ -617,7 +631,7 @@ def latent_input(
         from_query(f"{key}_seed", default_class, int)
         seed = st.number_input("seed", 0, 10**6, key=f"{key}_seed")
         return ex.sample_prior(model(ck), 1, seed=seed)[0]
-    if source.startswith("test image"):
+    if source == TEST_IMAGE:
         return encoded_test_set(ck, test)[test_image_picker(test, f"{key}_img", default_class=default_class)]
     return origin(model(ck))
 

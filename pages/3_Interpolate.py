@@ -8,7 +8,7 @@ from vae_core import explore as ex
 ck = ui.page("Interpolate")
 model = ui.model(ck)
 test = ui.test_set(model.meta.dataset)
-ENDPOINTS = ("random prior sample", "test image (posterior mean)")
+SOURCES = ("random prior sample", ui.TEST_IMAGE)
 
 
 def path_map(path: object) -> None:
@@ -30,10 +30,10 @@ def interpolation() -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Start A**")
-        z0 = ui.latent_input(ck, test, "a", sources=ENDPOINTS, default_class=1)
+        z0 = ui.latent_input(ck, test, ui.ENDPOINTS["A"], sources=SOURCES, default_class=1)
     with right:
         st.markdown("**End B**")
-        z1 = ui.latent_input(ck, test, "b", sources=ENDPOINTS, default_class=7)
+        z1 = ui.latent_input(ck, test, ui.ENDPOINTS["B"], sources=SOURCES, default_class=7)
     ui.from_query("method", "slerp", str, ex.METHODS)
     ui.from_query("steps", 10, int)
     left, right = st.columns(2)
@@ -81,7 +81,7 @@ def arithmetic() -> None:
             st.markdown(f"**{name}**")
             z.append(
                 ui.latent_input(
-                    ck, test, f"arith_{name.lower()}", sources=ENDPOINTS, default_class=default_class
+                    ck, test, f"arith_{name.lower()}", sources=SOURCES, default_class=default_class
                 )
             )
     with ui.errors():

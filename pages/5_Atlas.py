@@ -21,7 +21,6 @@ AXES = {
 GRID = 40  # cells per side of the invisible decode lattice: hover shows, a click decodes, its location
 TRAIN_POINTS = 10_000  # training images placed on the map (transformed, not fitted) when asked for
 SHOWN = 24  # selected images shown at once
-ENDPOINT_SOURCE = "test image (posterior mean)"  # the Interpolate page's source for a test image
 
 pj.warm_up_umap()  # idempotent; compiles numba in the background if app start has not already
 ck = ui.page("Atlas")
@@ -208,13 +207,6 @@ def remember(event: object, coords: np.ndarray) -> None:
         st.session_state["atlas_decode"] = [float(cells[-1]["cx"]), float(cells[-1]["cy"])]
 
 
-def set_endpoint(key: str, index: int) -> None:
-    """Make test image `index` the Interpolate page's endpoint `key` ('a' or 'b')."""
-    st.session_state[key] = ENDPOINT_SOURCE
-    st.session_state[f"{key}_img_class"] = "any"
-    st.session_state[f"{key}_img_nth"] = int(index)
-
-
 def selection_panel() -> None:
     picked = st.session_state.get("atlas_picked", [])
     st.subheader(f"Selected: {len(picked)} test images")
@@ -233,8 +225,8 @@ def selection_panel() -> None:
     label = lambda i: f"#{i} · {test.classes[test.labels[i]]}"  # noqa: E731
     chosen = st.selectbox("send one of them", picked, format_func=label, key="atlas_send")
     left, middle, right = st.columns(3)
-    middle.button("as interpolation start A", on_click=set_endpoint, args=("a", chosen))
-    right.button("as interpolation end B", on_click=set_endpoint, args=("b", chosen))
+    middle.button("as interpolation start A", on_click=ui.set_endpoint, args=("A", chosen))
+    right.button("as interpolation end B", on_click=ui.set_endpoint, args=("B", chosen))
     if left.button("to the sliders", type="primary"):
         ui.send_to_sliders(ck, s["mu"][chosen])
 

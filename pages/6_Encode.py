@@ -19,7 +19,6 @@ BRUSH = 20
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
 SAMPLES, NEIGHBOURS = 16, 8
 SLIDERS, INTERPOLATE = "pages/2_Sliders.py", "pages/3_Interpolate.py"
-ENDPOINT_KEYS = {"A": "a", "B": "b"}  # the Interpolate page's latent_input keys of its two endpoints
 
 ck = ui.page("Encode")
 model = ui.model(ck)
@@ -168,9 +167,9 @@ def send(mu: np.ndarray) -> None:
     if columns[0].button("Send to sliders", icon=":material/tune:"):
         ui.set_z(ck, mu)
         st.switch_page(SLIDERS)
-    for column, (end, key) in zip(columns[1:], ENDPOINT_KEYS.items(), strict=True):
+    for column, end in zip(columns[1:], ui.ENDPOINTS, strict=True):
         if column.button(f"Interpolation endpoint {end}", icon=":material/timeline:"):
-            st.session_state[key] = ui.ENCODED
+            ui.set_endpoint(end)
             st.switch_page(INTERPOLATE)
 
 
