@@ -234,8 +234,7 @@ def encode_scores(
 def data_uris(images: np.ndarray) -> np.ndarray:
     """Images (N, H, W) in [0, 1], or uint8 (N, 1, H, W) -> PNG data URIs (N,) of str, for tooltips."""
     images = np.asarray(images)
-    if images.dtype == np.uint8:
-        images = images[:, 0] / 255.0 if images.ndim == 4 else images / 255.0
+    images = images[:, 0] if images.ndim == 4 else images  # to_png takes uint8 grey levels as they are
     return np.array([_DATA_URI + base64.b64encode(to_png(image)).decode() for image in images])
 
 
