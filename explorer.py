@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import os
 import re
@@ -108,10 +109,15 @@ class TestSet:
 
 def cli_args() -> argparse.Namespace:
     """`streamlit run app.py -- --checkpoint PATH --data-dir DIR`; unknown arguments are ignored."""
+    return _parse_args(tuple(sys.argv[1:]))
+
+
+@functools.cache  # every rerun asks; the arguments are parsed once
+def _parse_args(argv: tuple[str, ...]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--checkpoint")
     parser.add_argument("--data-dir")
-    return parser.parse_known_args(sys.argv[1:])[0]
+    return parser.parse_known_args(argv)[0]
 
 
 def shown(path: str | Path) -> str:
