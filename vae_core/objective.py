@@ -27,8 +27,9 @@ class _BernoulliNLL(torch.autograd.Function):
 
     softplus(l) = max(l, 0) + log(1 + exp(-|l|)) never overflows. It is written with log rather than
     log1p, which this CPU build runs 8x slower; 1 + exp(-|l|) lies in (1, 2], so the rounding costs
-    at most 6e-8 nats a pixel. The gradient is the closed form d/dl = sigmoid(l) - x: the whole loss
-    is 7 elementwise passes instead of autograd's 12, a tenth of a training step on the CPU.
+    at most 6e-8 nats a pixel. The gradient is the closed form d/dl = sigmoid(l) - x. Forward and
+    backward take half the time of F.binary_cross_entropy_with_logits's (0.33 vs 0.65 ms for a batch
+    of 128 MNIST images on this project's CPU, 7% of a training step).
     """
 
     @staticmethod
