@@ -34,7 +34,6 @@ elif (test := ui.test_set(models["A"].meta.dataset)) is not None:
             )
 
 
-
 @st.fragment
 def prior_samples() -> None:
     """A new seed redraws only these samples, not the page."""

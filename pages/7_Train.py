@@ -124,48 +124,18 @@ def curves(records: list[dict]) -> go.Figure:
         "learning rate",
     )
     fig = make_subplots(rows=2, cols=3, subplot_titles=titles, vertical_spacing=0.14)
+
+    def curve(frame: pd.DataFrame, column: str, row: int, col: int, **style: object) -> None:
+        if len(frame):
+            fig.add_trace(go.Scatter(x=frame["epoch"], y=frame[column], **style), row, col)
+
     for col, term in enumerate(("elbo", "recon", "kl"), start=1):
-        if len(steps):
-            fig.add_trace(
-                go.Scatter(
-                    x=steps["epoch"],
-                    y=steps[term],
-                    mode="lines",
-                    name="train (per step)",
-                    legendgroup="train",
-                    showlegend=col == 1,
-                    line={"color": "#4c78a8"},
-                ),
-                1,
-                col,
-            )
-        if len(tests):
-            fig.add_trace(
-                go.Scatter(
-                    x=tests["epoch"],
-                    y=tests[f"test_{term}"],
-                    mode="lines+markers",
-                    name="test (per epoch)",
-                    legendgroup="test",
-                    showlegend=col == 1,
-                    line={"color": "#e45756"},
-                ),
-                1,
-                col,
-            )
-    if len(steps):
-        for col, field in enumerate(("beta", "samples_per_s", "lr"), start=1):
-            fig.add_trace(
-                go.Scatter(
-                    x=steps["epoch"],
-                    y=steps[field],
-                    mode="lines",
-                    showlegend=False,
-                    line={"color": "#72b7b2"},
-                ),
-                2,
-                col,
-            )
+        train = {"name": "train (per step)", "legendgroup": "train", "line": {"color": "#4c78a8"}}
+        test = {"name": "test (per epoch)", "legendgroup": "test", "line": {"color": "#e45756"}}
+        curve(steps, term, 1, col, mode="lines", showlegend=col == 1, **train)
+        curve(tests, f"test_{term}", 1, col, mode="lines+markers", showlegend=col == 1, **test)
+    for col, field in enumerate(("beta", "samples_per_s", "lr"), start=1):
+        curve(steps, field, 2, col, mode="lines", showlegend=False, line={"color": "#72b7b2"})
     fig.update_xaxes(title_text="epoch", row=2)
     fig.update_yaxes(type="log", row=2, col=3)  # learning rates span decades
     fig.update_layout(
