@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vae_core import DatasetError, ImageSet, load_images
-from vae_core.data import fixed_binarization, read_idx, to_float
+from vae_core.data import fixed_binarization, read_idx, sample_pixels, to_float
 
 
 def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> None:
@@ -96,6 +96,24 @@ def test_dynamic_binarisation_is_bernoulli_of_the_intensity() -> None:
     assert set(x.unique().tolist()) <= {0.0, 1.0}
     assert x.mean().item() == pytest.approx(64 / 255, abs=0.005)
     assert torch.equal(to_float(images[:1], "none"), torch.full((1, 1, 2, 2), 64 / 255))
+
+
+def test_sampled_pixels_follow_intensity_over_255_exactly() -> None:
+    """Over 40k seeded draws of every intensity v: 0 never fires, 255 always does (a byte of 255 is
+    redrawn, not kept), each v is within 4.5 standard errors of v/255, and the overall rate is v/255
+    rather than the v/256 of a plain byte comparison (which would be 12 standard errors off)."""
+    n = 40_000
+    v = torch.arange(256, dtype=torch.uint8).repeat(n)
+    x = sample_pixels(v, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.float32 and set(x.unique().tolist()) == {0.0, 1.0}
+    rate = x.view(n, 256).double().mean(0)
+    p = torch.arange(256, dtype=torch.float64) / 255
+    assert rate[0] == 0 and rate[255] == 1
+    assert ((rate - p).abs() <= 4.5 * (p * (1 - p) / n).sqrt()).all()
+    overall_se = (p * (1 - p)).sum().sqrt() / (256 * n) ** 0.5
+    assert abs(x.double().mean() - p.mean()) < 4 * overall_se
+    again = [sample_pixels(v[:999], torch.Generator().manual_seed(1)) for _ in range(2)]
+    assert torch.equal(*again)
 
 
 def test_fixed_binarisation_is_repeatable() -> None:
