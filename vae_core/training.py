@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vae_core.backprop import MLPBackprop
 from vae_core.checkpoint import (
     METRICS_FILE,
     STATE_FILE,
@@ -222,6 +223,10 @@ class _Trainer:
         self.opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         objective = _Objective(model)
         self.objective = DistributedDataParallel(objective) if world.distributed else objective
+        # ReLU MLPs get their gradient written out: 10% faster steps on this CPU than autograd's
+        # (bench/step_speed.py). DistributedDataParallel needs autograd's hooks to average gradients.
+        explicit = MLPBackprop.supports(model) and not world.distributed
+        self.backprop = MLPBackprop(model) if explicit else None
         self.pos, self.metrics = Position(), {}
         self.meter = _Meter(self.device)
         self.callback: Callback | None = None
@@ -278,10 +283,13 @@ class _Trainer:
     def step(self, x: torch.Tensor) -> None:
         for group in self.opt.param_groups:
             group["lr"] = self.lr
-        recon, kl = self.objective(x)
-        loss = (recon + self.beta * kl).mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.backprop:
+            recon, kl = self.backprop(x, self.beta)
+        else:
+            recon, kl = self.objective(x)
+            loss = (recon + self.beta * kl).mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
         self.opt.step()
         self.meter.add(recon, kl)
 

@@ -1,0 +1,104 @@
+"""Milliseconds per training step of the 784-400-20 recipe: autograd against the written-out gradient.
+
+Both steps draw the same batches (dynamically binarised MNIST, batch 128), use the same fused Adam
+and run alternately in one process, in rounds of 100 steps, so the VM's drift hits both alike. Also
+printed: the step's matrix products alone, which neither can beat.
+
+    python bench/step_speed.py [--data-dir ../shared/mnist] [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vae_core import VAE, VAEConfig, elbo_terms, load_images  # noqa: E402
+from vae_core.backprop import MLPBackprop  # noqa: E402
+from vae_core.data import to_float  # noqa: E402
+
+BATCH = 128
+Step = Callable[[torch.Tensor], None]
+
+
+def autograd_step(model: VAE, opt: torch.optim.Optimizer) -> Step:
+    def step(x: torch.Tensor) -> None:
+        terms = elbo_terms(model, x)
+        opt.zero_grad(set_to_none=True)
+        terms.loss().backward()
+        opt.step()
+
+    return step
+
+
+def explicit_step(model: VAE, opt: torch.optim.Optimizer) -> Step:
+    backprop = MLPBackprop(model)
+
+    def step(x: torch.Tensor) -> None:
+        backprop(x, 1.0)
+        opt.step()
+
+    return step
+
+
+def make(kind: Callable[[VAE, torch.optim.Optimizer], Step]) -> Step:
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(arch="mlp", hidden=(400,), latent_dim=20))
+    return kind(model, torch.optim.Adam(model.parameters(), lr=1e-3, fused=True))
+
+
+def ms_per_step(step: Step, images: torch.Tensor, n: int = 100) -> float:
+    order = torch.randperm(len(images))
+    start = time.perf_counter()
+    for i in range(n):
+        step(to_float(images[order[i * BATCH : (i + 1) * BATCH]], "dynamic"))
+    return (time.perf_counter() - start) / n * 1e3
+
+
+def matmul_ms(n: int = 200) -> float:
+    """The step's five large matrix products (784 x 400 either way, batch 128), forward and backward."""
+    x, h, g_out, g_hid = (torch.rand(BATCH, k) for k in (784, 400, 784, 400))
+    w1, w4 = torch.randn(400, 784), torch.randn(784, 400)
+
+    def products() -> None:
+        x @ w1.t(), h @ w4.t(), g_out.t() @ h, g_out @ w4, g_hid.t() @ x
+
+    products()
+    start = time.perf_counter()
+    for _ in range(n):
+        products()
+    return (time.perf_counter() - start) / n * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "mnist")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)  # before any parallel op, so that every OpenMP thread inherits it
+    images = load_images("mnist", "train", args.data_dir).images
+    steps = {"autograd": make(autograd_step), "written-out gradient": make(explicit_step)}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        ms_per_step(step, images, 30)  # warm-up
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            times[name].append(ms_per_step(step, images))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds of 100 steps")
+    for name, ms in times.items():
+        print(f"{name:22s} median {statistics.median(ms):.2f} ms/step  (fastest round {min(ms):.2f})")
+    print(f"{'matrix products alone':22s} {matmul_ms():.2f} ms/step")
+
+
+if __name__ == "__main__":
+    main()
