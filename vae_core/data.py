@@ -207,6 +207,8 @@ def sample_pixels(images: Tensor, generator: torch.Generator | None = None) -> T
 
 def _random_bytes(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """n independent bytes, each uniform on {0, ..., 255}: (n,) uint8."""
+    if device.type not in ("cpu", "cuda"):  # full-range 64-bit draws are a CPU and CUDA kernel
+        return torch.randint(0, 256, (n,), dtype=torch.uint8, device=device, generator=generator)
     words = torch.empty(-(-n // 8), dtype=torch.int64, device=device)
     words.random_(-(2**63), None, generator=generator)  # the full 64-bit range: every bit uniform
     return words.view(torch.uint8)[:n]
