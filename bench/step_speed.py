@@ -2,7 +2,7 @@
 
 Both steps draw the same batches (dynamically binarised MNIST, batch 128), use the same fused Adam
 and run alternately in one process, in rounds of 100 steps, so the VM's drift hits both alike. Also
-printed: the step's matrix products alone, which neither can beat.
+printed: the step's matrix products alone (`train_speed.matmul_floor`), which neither can beat.
 
     python bench/step_speed.py [--data-dir ../shared/mnist] [--rounds 15]
 """
@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from train_speed import matmul_floor  # noqa: E402
 
 from vae_core import VAE, VAEConfig, elbo_terms, load_images  # noqa: E402
 from vae_core.backprop import MLPBackprop  # noqa: E402
@@ -63,21 +65,6 @@ def ms_per_step(step: Step, images: torch.Tensor, n: int = 100) -> float:
     return (time.perf_counter() - start) / n * 1e3
 
 
-def matmul_ms(n: int = 200) -> float:
-    """The step's five large matrix products (784 x 400 either way, batch 128), forward and backward."""
-    x, h, g_out, g_hid = (torch.rand(BATCH, k) for k in (784, 400, 784, 400))
-    w1, w4 = torch.randn(400, 784), torch.randn(784, 400)
-
-    def products() -> None:
-        x @ w1.t(), h @ w4.t(), g_out.t() @ h, g_out @ w4, g_hid.t() @ x
-
-    products()
-    start = time.perf_counter()
-    for _ in range(n):
-        products()
-    return (time.perf_counter() - start) / n * 1e3
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -97,7 +84,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds of 100 steps")
     for name, ms in times.items():
         print(f"{name:22s} median {statistics.median(ms):.2f} ms/step  (fastest round {min(ms):.2f})")
-    print(f"{'matrix products alone':22s} {matmul_ms():.2f} ms/step")
+    steps_per_epoch = -(-60_000 // BATCH)
+    print(f"{'matrix products alone':22s} {matmul_floor() / steps_per_epoch * 1e3:.2f} ms/step")
 
 
 if __name__ == "__main__":

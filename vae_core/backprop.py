@@ -4,8 +4,8 @@ Autograd records every operation of a step and replays the record backwards. For
 backward pass is textbook backpropagation, so `MLPBackprop` writes it out: the same forward pass,
 the same ELBO terms (`ElboTerms.of`, as `elbo_terms` scores them), the same gradients (tested
 against autograd in float64), without building the tape. A step of the 784-400-20 recipe takes
-3.85 ms against autograd's 4.27 ms on this project's 2-core CPU, 2.25 ms of it in the five large
-matrix products (`bench/step_speed.py`).
+3.85-3.99 ms against autograd's 4.27-4.52 ms on this project's 2-core CPU, about 2.4 ms of it in
+its matrix products (`bench/step_speed.py`).
 
 With L = mean_n [recon_n + beta kl_n], a linear layer out = h @ W.T + b, g = dL/d(out):
 
