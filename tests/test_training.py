@@ -96,16 +96,22 @@ def test_resume_continues_exactly(tmp_path: Path, tiny_data: tuple) -> None:
     assert all(torch.equal(x, y) for x, y in zip(straight, weights(resumed.model), strict=True))
 
 
-def test_sigint_saves_mid_epoch_and_resume_finishes_the_same_run(tmp_path: Path, tiny_data: tuple) -> None:
-    """SIGINT finishes the step, saves a loadable checkpoint and returns; resuming matches a clean run."""
+@pytest.mark.parametrize("signal_at", [6, 7], ids=["mid-epoch", "last-step-of-epoch"])
+def test_sigint_saves_and_resume_finishes_the_same_run(
+    tmp_path: Path, tiny_data: tuple, signal_at: int
+) -> None:
+    """SIGINT finishes the step, saves a loadable checkpoint and returns; resuming matches a clean run.
+
+    The signal lands while step `signal_at` is logged, so the run stops after the next step: mid-epoch,
+    or after the epoch's last step (8), before the epoch is closed, which the resumed run must close."""
     straight = weights(run(tmp_path / "straight", tiny_data).model)
 
     def interrupt(record: dict) -> None:
-        if record["event"] == "step" and record["step"] == 6:
+        if record["event"] == "step" and record["step"] == signal_at:
             os.kill(os.getpid(), signal.SIGINT)
 
-    stopped = run(tmp_path / "ck", tiny_data, callback=interrupt)
-    assert stopped.interrupted and stopped.position.step in (6, 7)
+    stopped = run(tmp_path / "ck", tiny_data, log_every=1, callback=interrupt)
+    assert stopped.interrupted and stopped.position.step == signal_at + 1
     assert load_checkpoint(tmp_path / "ck").meta.step == stopped.position.step
     resumed = run(tmp_path / "ck", tiny_data, resume=True)
     assert not resumed.interrupted and resumed.position.step == 16

@@ -264,9 +264,9 @@ class _Trainer:
         self.model.train()
         self.steps = self.steps_per_epoch(len(images))
         order = epoch_order(len(images), config.seed, pos.epoch).to(self.device)
+        self.follow_schedule()  # a run stopped after an epoch's last step resumes with no step left
         while pos.batch < self.steps and not self.interrupted:
-            progress = pos.epoch + pos.batch / self.steps
-            self.beta, self.lr = config.beta_at(progress), config.lr_at(progress)
+            self.follow_schedule()
             batch = order[pos.batch * config.batch_size : (pos.batch + 1) * config.batch_size]
             self.step(to_float(images[batch[world.rank :: world.size]], config.binarize))
             pos.batch, pos.step = pos.batch + 1, pos.step + 1
@@ -279,6 +279,11 @@ class _Trainer:
                 self.log_step()
         if not self.interrupted:
             pos.epoch, pos.batch = pos.epoch + 1, 0
+
+    def follow_schedule(self) -> None:
+        """Set β and the learning rate for where the run stands."""
+        progress = self.pos.epoch + self.pos.batch / self.steps
+        self.beta, self.lr = self.config.beta_at(progress), self.config.lr_at(progress)
 
     def step(self, x: torch.Tensor) -> None:
         for group in self.opt.param_groups:
