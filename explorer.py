@@ -314,6 +314,8 @@ def card(m: VAE) -> dict[str, str]:
         "epochs": f"{m.meta.epoch} of {train.get('epochs', '?')}",
         "β · binarize": f"{train.get('beta', 1.0):g} · {train.get('binarize', '?')}",
     }
+    if train.get("precision", "fp32") != "fp32":
+        rows["training precision"] = f"{train['precision']} (mixed)"
     if "elbo" in metrics:
         rows["test ELBO (nats / image)"] = (
             f"{metrics['elbo']:.2f} = −({metrics['recon']:.2f} recon + {metrics['kl']:.2f} KL)"

@@ -1,8 +1,10 @@
-"""Milliseconds per training step of the 784-400-20 recipe: autograd against the written-out gradient.
+"""Milliseconds per training step of the 784-400-20 recipe: autograd against the written-out gradient,
+with float32 products and with bfloat16 ones (`--precision bf16`).
 
-Both steps draw the same batches (dynamically binarised MNIST, batch 128), use the same fused Adam
-and run alternately in one process, in rounds of 100 steps, so the VM's drift hits both alike. Also
-printed: the step's matrix products alone (`train_speed.matmul_floor`), which neither can beat.
+The steps draw the same batches (dynamically binarised MNIST, batch 128), use the same fused Adam
+and run alternately in one process, in rounds of 100 steps, so the VM's drift hits them alike. Also
+printed: the step's matrix products alone in each dtype (`train_speed.matmul_floor`), which no step
+with its products in that dtype can beat.
 
     python bench/step_speed.py [--data-dir ../shared/mnist] [--rounds 15]
 """
@@ -41,14 +43,17 @@ def autograd_step(model: VAE, opt: torch.optim.Optimizer) -> Step:
     return step
 
 
-def explicit_step(model: VAE, opt: torch.optim.Optimizer) -> Step:
-    backprop = MLPBackprop(model)
+def explicit_step(products: torch.dtype) -> Callable[[VAE, torch.optim.Optimizer], Step]:
+    def build(model: VAE, opt: torch.optim.Optimizer) -> Step:
+        backprop = MLPBackprop(model, products)
 
-    def step(x: torch.Tensor) -> None:
-        backprop(x, 1.0)
-        opt.step()
+        def step(x: torch.Tensor) -> None:
+            backprop(x, 1.0)
+            opt.step()
 
-    return step
+        return step
+
+    return build
 
 
 def make(kind: Callable[[VAE, torch.optim.Optimizer], Step]) -> Step:
@@ -74,7 +79,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_flush_denormal(True)  # before any parallel op, so that every OpenMP thread inherits it
     images = load_images("mnist", "train", args.data_dir).images
-    steps = {"autograd": make(autograd_step), "written-out gradient": make(explicit_step)}
+    steps = {
+        "autograd": make(autograd_step),
+        "written out": make(explicit_step(torch.float32)),
+        "written out, bf16": make(explicit_step(torch.bfloat16)),
+    }
     times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():
         ms_per_step(step, images, 30)  # warm-up
@@ -85,7 +94,9 @@ def main() -> None:
     for name, ms in times.items():
         print(f"{name:22s} median {statistics.median(ms):.2f} ms/step  (fastest round {min(ms):.2f})")
     steps_per_epoch = -(-60_000 // BATCH)
-    print(f"{'matrix products alone':22s} {matmul_floor() / steps_per_epoch * 1e3:.2f} ms/step")
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        floor = matmul_floor(dtype=dtype) / steps_per_epoch * 1e3
+        print(f"{f'products alone, {name}':22s} {floor:.2f} ms/step")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,9 @@ def run_canonical(root: str, epochs: int, workers: int) -> list[float]:
     return [json.loads(line)["seconds"] for line in out.stdout.splitlines()]
 
 
-def run_ours(data_dir: Path, epochs: int, device: str, tmp: Path) -> tuple[list[float], float]:
+def run_ours(
+    data_dir: Path, epochs: int, device: str, tmp: Path, precision: str = "fp32"
+) -> tuple[list[float], float]:
     """Per-epoch seconds from our metrics log (wall-time differences) and the last samples/s."""
     out = Path(tempfile.mkdtemp(dir=tmp))
     shutil.rmtree(out)
@@ -140,6 +142,8 @@ def run_ours(data_dir: Path, epochs: int, device: str, tmp: Path) -> tuple[list[
             str(epochs),
             "--device",
             device,
+            "--precision",
+            precision,
             "--out",
             str(out),
         ],
@@ -153,16 +157,17 @@ def run_ours(data_dir: Path, epochs: int, device: str, tmp: Path) -> tuple[list[
     return [b - a for a, b in itertools.pairwise(ends)], rate
 
 
-def matmul_floor(batch: int = 128, n: int = 60_000, repeats: int = 3) -> float:
-    """Seconds per epoch of the recipe's matrix products alone (fp32, this process's threads): the
-    forward and backward GEMMs of 784-400-(20+20)-400-784 over ceil(n / batch) batches. No
-    implementation of the recipe in fp32 on this CPU can beat it; the rest of a step is overhead."""
+def matmul_floor(batch: int = 128, n: int = 60_000, repeats: int = 3, dtype: object = None) -> float:
+    """Seconds per epoch of the recipe's matrix products alone (in `dtype`, float32 by default, on
+    this process's threads): the forward and backward GEMMs of 784-400-(20+20)-400-784 over
+    ceil(n / batch) batches. No implementation of the recipe with its products in that dtype can
+    beat it on this CPU; the rest of a step is overhead."""
     import torch
 
     layers = [(784, 400), (400, 40), (20, 400), (400, 784)]
-    weights = [torch.randn(n_out, n_in) for n_in, n_out in layers]
-    inputs = [torch.randn(batch, n_in) for n_in, _ in layers]
-    grads = [torch.randn(batch, n_out) for _, n_out in layers]
+    weights = [torch.randn(n_out, n_in, dtype=dtype) for n_in, n_out in layers]
+    inputs = [torch.randn(batch, n_in, dtype=dtype) for n_in, _ in layers]
+    grads = [torch.randn(batch, n_out, dtype=dtype) for _, n_out in layers]
 
     def step() -> None:
         for i, (w, x, g) in enumerate(zip(weights, inputs, grads, strict=True)):
@@ -199,17 +204,23 @@ def main() -> None:
 
     import torch
 
+    sys.path.insert(0, str(ROOT))
+    from vae_core.training import PRECISIONS
+
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{args.epochs} epochs x {args.rounds} rounds"
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(args.data_dir, Path(tmp))
-        runs = {"canonical, as published": [], "canonical, 1 loader worker": [], "vae_core train": []}
+        theirs = {"canonical, as published": 0, "canonical, 1 loader worker": 1}  # loader workers
+        ours = {f"vae_core train, {p}": p for p in PRECISIONS}
+        runs: dict[str, list[float]] = {name: [] for name in theirs | ours}
         for r in range(args.rounds):
-            runs["canonical, as published"] += run_canonical(root, args.epochs, workers=0)
-            runs["canonical, 1 loader worker"] += run_canonical(root, args.epochs, workers=1)
-            runs["vae_core train"] += run_ours(args.data_dir, args.epochs, "cpu", Path(tmp))[0]
+            for name, workers in theirs.items():
+                runs[name] += run_canonical(root, args.epochs, workers)
+            for name, precision in ours.items():
+                runs[name] += run_ours(args.data_dir, args.epochs, "cpu", Path(tmp), precision)[0]
             print(
                 f"round {r + 1}: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in runs.items()),
                 flush=True,
@@ -219,15 +230,17 @@ def main() -> None:
                 f"{name:28s} {statistics.median(seconds):.2f} s/epoch"
                 f"  (all: {', '.join(f'{t:.2f}' for t in seconds)})"
             )
-        floor = matmul_floor()
-        print(f"{'matrix products alone':28s} {floor:.2f} s/epoch  (fp32, the floor for this recipe here)")
-        ours = runs.pop("vae_core train")
-        for name, theirs in runs.items():
-            print(
-                f"speed-up over the {name}: {statistics.median(theirs) / statistics.median(ours):.2f}x on "
-                f"medians, {min(theirs) / min(ours):.2f}x on the fastest epochs (target >= 4x; "
-                f"{statistics.median(theirs) / floor:.1f}x at the floor)"
-            )
+        floors = {p: matmul_floor(dtype=torch.bfloat16 if p == "bf16" else torch.float32) for p in PRECISIONS}
+        for p, floor in floors.items():
+            print(f"{f'matrix products alone, {p}':28s} {floor:.2f} s/epoch  (the floor for the recipe here)")
+        for mine, p in ours.items():
+            for name in theirs:
+                a, b = runs[name], runs[mine]
+                print(
+                    f"{mine} over the {name}: {statistics.median(a) / statistics.median(b):.2f}x on "
+                    f"medians, {min(a) / min(b):.2f}x on the fastest epochs (target >= 4x; "
+                    f"{statistics.median(a) / floors[p]:.1f}x at the floor)"
+                )
         if torch.cuda.is_available():
             _, rate = run_ours(args.data_dir, args.epochs, "cuda", Path(tmp))
             print(f"vae_core on {torch.cuda.get_device_name()}: {rate:,.0f} samples/s")

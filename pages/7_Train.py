@@ -16,6 +16,7 @@ from vae_core import DATASETS, jobs, timelapse
 from vae_core.data import BINARIZE
 from vae_core.jobs import Run, RunError, RunOptions, Status
 from vae_core.model import ARCHITECTURES
+from vae_core.training import PRECISIONS
 
 REFRESH_S = float(os.environ.get("VAE_TRAIN_REFRESH_S", "2"))  # how often a training run is re-read
 BADGES = {
@@ -79,6 +80,15 @@ def new_run_form() -> None:
                 "files; empty: look it up ($VAE_DATA_DIR, data/, download)",
             )
             device = st.selectbox("device", ["auto", "cpu", "cuda", "mps"], key="t_device")
+            precision = st.radio(
+                "precision",
+                PRECISIONS,
+                key="t_precision",
+                horizontal=True,
+                help="bf16: mixed precision, matrix products on bfloat16 operands, weights and loss in "
+                "float32. Faster on CPUs with AVX512-BF16 or AMX and on GPUs with bfloat16 tensor "
+                "cores; slower elsewhere. Test metrics are always float32.",
+            )
         if not st.form_submit_button("Start training", type="primary"):
             return
     try:
@@ -96,6 +106,7 @@ def new_run_form() -> None:
             seed=seed,
             data_dir=data_dir.strip() or None,
             device=device,
+            precision=precision,
         )
         started = jobs.start_run(name, options)
     except ValueError as e:  # RunError and the configs' own checks

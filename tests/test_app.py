@@ -25,7 +25,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def make_checkpoint(path: Path, latent_dim: int) -> str:
-    """An untrained MNIST checkpoint whose stored KL marks its last dimension inactive."""
+    """An untrained MNIST checkpoint whose stored KL marks its last dimension inactive, said to be
+    trained in mixed precision."""
     torch.manual_seed(0)
     kl = [float(latent_dim - i) for i in range(latent_dim - 1)] + [0.0]
     metrics = {
@@ -37,7 +38,13 @@ def make_checkpoint(path: Path, latent_dim: int) -> str:
     }
     model = VAE(VAEConfig(latent_dim=latent_dim, hidden=(32,)))
     save_checkpoint(
-        path, model, dataset="mnist", train_config=asdict(TrainConfig()), metrics=metrics, epoch=1, step=10
+        path,
+        model,
+        dataset="mnist",
+        train_config=asdict(TrainConfig(precision="bf16")),
+        metrics=metrics,
+        epoch=1,
+        step=10,
     )
     return str(path)
 
@@ -220,8 +227,10 @@ def test_picker_switches_checkpoint(tiny, monkeypatch):
     monkeypatch.setenv("VAE_CHECKPOINT", tiny)
     at = run()
     assert card_value(at, "latent dim") == "3"
+    assert card_value(at, "training precision") == "bf16 (mixed)"
     at.sidebar.selectbox(key="_ckpt_widget").select(DEFAULT).run()
     assert card_value(at, "latent dim") == "2"
+    assert not any("training precision" in m.value for m in at.sidebar.markdown)  # float32: the default
     assert at.query_params["ckpt"] == DEFAULT
     at.switch_page(PAGES[0]).run()
     assert card_value(at, "latent dim") == "2"

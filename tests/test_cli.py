@@ -59,6 +59,7 @@ def test_help_explains_every_documented_flag() -> None:
         "--seed",
         "--device",
         "--resume",
+        "--precision",
     ):
         assert flag in train
     evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"].format_help()  # type: ignore[union-attr]
@@ -105,7 +106,8 @@ def test_train_then_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixture)
 
 
 def test_resume_extends_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """--resume with a larger --epochs continues from the stored epoch with the stored settings."""
+    """--resume with a larger --epochs continues from the stored epoch with the stored settings,
+    learning rate and precision among them."""
     data = idx_folder(tmp_path / "data")
     out = str(tmp_path / "ck")
     base = [
@@ -123,12 +125,13 @@ def test_resume_extends_training(tmp_path: Path, capsys: pytest.CaptureFixture) 
         "--device",
         "cpu",
     ]
-    assert main([*base, "--epochs", "1", "--lr", "3e-3"]) == 0
+    assert main([*base, "--epochs", "1", "--lr", "3e-3", "--precision", "bf16"]) == 0
     assert main([*base, "--epochs", "3", "--resume"]) == 0
     from vae_core import load_checkpoint
 
     model = load_checkpoint(out)
     assert model.meta.epoch == 3 and model.meta.train_config["lr"] == 3e-3
+    assert model.meta.train_config["precision"] == "bf16"
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:

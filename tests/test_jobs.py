@@ -62,7 +62,10 @@ def test_options_are_checked_and_become_flags(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="positive whole numbers"):
         jobs.parse_hidden("512 -3")
     assert jobs.parse_hidden("512, 256") == (512, 256)
-    flags = RunOptions(hidden=(8, 4), beta=4.0).flags()
+    with pytest.raises(ValueError, match="precision"):
+        RunOptions(precision="fp8")
+    flags = RunOptions(hidden=(8, 4), beta=4.0, precision="bf16").flags()
+    assert flags[flags.index("--precision") + 1] == "bf16"
     assert flags[flags.index("--hidden") + 1 : flags.index("--hidden") + 3] == ["8", "4"]
     assert {"--timelapse", "--threads"} <= set(flags) and flags[flags.index("--beta") + 1] == "4.0"
     assert jobs.suggest_name(RunOptions(beta=4.0), tmp_path) == "mnist-mlp-z2-b4"

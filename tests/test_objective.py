@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vae_core import VAE, VAEConfig, bernoulli_nll, elbo_terms, gaussian_kl, iwae_bound
-from vae_core.objective import reparameterize
+from vae_core.objective import ElboTerms, reparameterize
 
 
 def test_gaussian_kl_matches_torch_distributions() -> None:
@@ -77,6 +77,19 @@ def test_elbo_terms_add_up() -> None:
     torch.testing.assert_close(terms.recon, bernoulli_nll(model.decode(mu), x))
     torch.testing.assert_close(terms.elbo, -(terms.recon + terms.kl))
     assert terms.loss(beta=0.0).item() == pytest.approx(terms.recon.mean().item())
+
+
+def test_elbo_terms_score_bfloat16_outputs_in_the_data_precision() -> None:
+    """Under bf16 autocast the network's outputs are bfloat16; the terms are still summed in float32
+    (bfloat16 arithmetic would be off by up to a nat an image), from the same rounded outputs."""
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.rand(6, 1, 28, 28))
+    mu, logvar, x_logits = torch.randn(6, 3), torch.randn(6, 3), 4 * torch.randn(6, 1, 28, 28)
+    rounded = [t.bfloat16() for t in (mu, logvar, x_logits)]
+    terms = ElboTerms.of(x, *rounded)
+    exact = ElboTerms.of(x, *(t.float() for t in rounded))
+    assert terms.recon.dtype == terms.kl.dtype == torch.float32
+    assert torch.equal(terms.recon, exact.recon) and torch.equal(terms.kl, exact.kl)
 
 
 def _trained_like_model() -> tuple[VAE, torch.Tensor]:

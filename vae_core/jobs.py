@@ -87,6 +87,7 @@ class RunOptions:
     seed: int = 0
     data_dir: str | None = None
     device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -95,6 +96,7 @@ class RunOptions:
         TrainConfig(
             dataset=self.dataset, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
             warmup_epochs=self.warmup_epochs, binarize=self.binarize, seed=self.seed,
+            precision=self.precision,
         )  # fmt: skip
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise RunError(
@@ -107,7 +109,7 @@ class RunOptions:
             "--latent-dim", str(self.latent_dim), "--beta", repr(self.beta),
             "--warmup-epochs", repr(self.warmup_epochs), "--epochs", str(self.epochs),
             "--batch-size", str(self.batch_size), "--lr", repr(self.lr),
-            "--binarize", self.binarize, "--seed", str(self.seed),
+            "--binarize", self.binarize, "--seed", str(self.seed), "--precision", self.precision,
         ]  # fmt: skip
         return flags + _common_flags(self)
 

@@ -84,7 +84,12 @@ class ElboTerms:
 
     @classmethod
     def of(cls, x: Tensor, mu: Tensor, logvar: Tensor, x_logits: Tensor) -> ElboTerms:
-        """Score one decoding: recon of x under Bernoulli(sigmoid(x_logits)), KL of N(mu, exp(logvar))."""
+        """Score one decoding: recon of x under Bernoulli(sigmoid(x_logits)), KL of N(mu, exp(logvar)).
+
+        Scored in x's precision at least: under bfloat16 autocast the network's outputs are bfloat16,
+        and scoring MNIST in bfloat16 arithmetic is off by up to a nat an image (0.04 nats from the
+        rounded logits alone)."""
+        mu, logvar, x_logits = (t.to(torch.promote_types(t.dtype, x.dtype)) for t in (mu, logvar, x_logits))
         recon = bernoulli_nll(x_logits, x)
         kl = gaussian_kl(mu, logvar).sum(1)
         return cls(recon=recon, kl=kl, mu=mu, logvar=logvar, x_logits=x_logits)

@@ -47,6 +47,11 @@ from vae_core.objective import elbo_terms
 Callback = Callable[[dict], None]
 EpochHook = Callable[[VAE, int], None]
 LR_SCHEDULES = ("constant", "cosine")
+# fp32: every product in float32. bf16: mixed precision; the matrix products take bfloat16 operands
+# and accumulate in float32, while the weights, Adam's state, the loss and its gradient at the
+# logits stay float32. It halves the products' time on CPUs with AVX512-BF16 or AMX and on GPUs
+# with bfloat16 tensor cores; elsewhere it is emulated, and slower.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,13 @@ class TrainConfig:
     binarize: str = "dynamic"
     seed: int = 0
     log_every: int = 20
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.binarize not in BINARIZE:
             raise ValueError(f"binarize must be one of {BINARIZE}, got {self.binarize!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         for name in ("epochs", "batch_size", "log_every"):
@@ -81,6 +89,11 @@ class TrainConfig:
         if self.warmup_epochs == 0:
             return self.beta
         return self.beta * min(1.0, epoch / self.warmup_epochs)
+
+    @property
+    def products(self) -> torch.dtype:
+        """The dtype the matrix products take their operands in."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     def lr_at(self, epoch: float) -> float:
         if self.lr_schedule == "constant":
@@ -181,14 +194,17 @@ def resume_configs(out: str | Path, epochs: int | None = None) -> tuple[VAEConfi
 
 
 class _Objective(nn.Module):
-    """The model with its ELBO terms as `forward`, so DistributedDataParallel can wrap it."""
+    """The model with its ELBO terms as `forward`, so DistributedDataParallel can wrap it. Under
+    bf16 precision, autocast runs the layers' products in bfloat16; the terms are scored in float32."""
 
-    def __init__(self, model: VAE) -> None:
+    def __init__(self, model: VAE, products: torch.dtype) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.products = model, products
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        terms = elbo_terms(self.model, x)
+        mixed = self.products != x.dtype
+        with torch.autocast(x.device.type, dtype=self.products, enabled=mixed):
+            terms = elbo_terms(self.model, x)
         return terms.recon, terms.kl
 
 
@@ -221,12 +237,12 @@ class _Trainer:
         # The fused kernel updates each tensor in one pass: 20% faster steps on CPU than the for-loop.
         fused = self.device.type in ("cpu", "cuda")
         self.opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
-        objective = _Objective(model)
-        self.objective = DistributedDataParallel(objective) if world.distributed else objective
         # ReLU MLPs get their gradient written out: 10% faster steps on this CPU than autograd's
         # (bench/step_speed.py). DistributedDataParallel needs autograd's hooks to average gradients.
         explicit = MLPBackprop.supports(model) and not world.distributed
-        self.backprop = MLPBackprop(model) if explicit else None
+        self.backprop = MLPBackprop(model, config.products) if explicit else None
+        objective = _Objective(model, config.products)
+        self.objective = DistributedDataParallel(objective) if world.distributed else objective
         self.pos, self.metrics = Position(), {}
         self.meter = _Meter(self.device)
         self.callback: Callback | None = None
