@@ -5,10 +5,12 @@ torchvision MNIST with `ToTensor` through a `DataLoader`, sigmoid + BCE + KL, a 
 As published it loads batches in the training process on a CPU (`num_workers=1` only with CUDA);
 the bench also times it with one loader worker, a stronger baseline that overlaps loading with
 training on the second core. Ours trains the same architecture, batch size and epochs (and also
-evaluates the test set and saves a checkpoint every epoch). The three run alternately, each in a
-child process, and the median seconds per epoch are compared. It also times the recipe's matrix
-products alone, the fp32 floor that no implementation can beat here, so each ratio can be read
-against the best one possible. On a GPU machine, samples/s of ours on the GPU is printed too.
+evaluates the test set and saves a checkpoint every epoch) twice: in float32, and in mixed precision
+(`--precision bf16`: bfloat16 operands for the matrix products, float32 for the rest). The four run
+alternately, each in a child process, and the median seconds per epoch are compared. It also times
+the recipe's matrix products alone in each dtype, the floor that no implementation with its
+products in that dtype can beat here, so each ratio can be read against the best one possible. On a
+GPU machine, samples/s of ours on the GPU is printed too.
 
     python bench/train_speed.py --data-dir ../shared/mnist [--epochs 3] [--rounds 2]
 """
@@ -242,8 +244,9 @@ def main() -> None:
                     f"{statistics.median(a) / floors[p]:.1f}x at the floor)"
                 )
         if torch.cuda.is_available():
-            _, rate = run_ours(args.data_dir, args.epochs, "cuda", Path(tmp))
-            print(f"vae_core on {torch.cuda.get_device_name()}: {rate:,.0f} samples/s")
+            for p in PRECISIONS:
+                _, rate = run_ours(args.data_dir, args.epochs, "cuda", Path(tmp), p)
+                print(f"vae_core on {torch.cuda.get_device_name()}, {p}: {rate:,.0f} samples/s")
 
 
 if __name__ == "__main__":
