@@ -190,28 +190,45 @@ def to_float(images: Tensor, binarize: str = "none", generator: torch.Generator 
 def sample_pixels(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Binary float images with P(pixel = 1) = intensity / 255 exactly, each pixel independent.
 
-    A random byte u is uniform on {0, ..., 255}; given u != 255 it is uniform on {0, ..., 254}, and
-    then P(u < v) = v / 255. So bytes equal to 255 (1 in 256) are drawn again. The bytes come eight
-    at a time from 64-bit draws, 5x faster than a `torch.randint` draw per pixel, and the comparison
-    writes floats directly, 4x faster than through a bool tensor: 0.19 ms for a batch of 128 MNIST
-    images against 0.30 ms on this project's CPU.
+    With u uniform on {0, ..., 254}, P(u < v) = v / 255. The comparison writes floats directly, 4x
+    faster than through a bool tensor: 0.16 ms for a batch of 128 MNIST images on this project's
+    CPU, against 0.30 ms with a `torch.randint` draw per pixel.
     """
-    u = _random_bytes(images.numel(), images.device, generator)
-    redo = torch.eq(u, 255, out=torch.empty_like(u)).nonzero().squeeze(1)
-    while len(redo):
-        u[redo] = _random_bytes(len(redo), images.device, generator)
-        redo = redo[u[redo] == 255]
+    u = _bytes_below_255(images.numel(), images.device, generator)
     x = torch.empty(images.shape, device=images.device)
     return torch.lt(u.view(images.shape), images, out=x)
 
 
-def _random_bytes(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
-    """n independent bytes, each uniform on {0, ..., 255}: (n,) uint8."""
+def _bytes_below_255(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """n independent bytes, each uniform on {0, ..., 254}: (n,) uint8.
+
+    The bytes come eight at a time from full-range 64-bit draws, 5x faster than a `torch.randint`
+    draw per byte. A word holding a byte 255 (3% of them) is drawn again whole: the words kept are
+    uniform on {0, ..., 254}^8, since the condition is one on each byte. Redrawing words rather than
+    bytes takes a batch from 0.22 to 0.16 ms: `nonzero` scans 8x fewer elements.
+    """
     if device.type not in ("cpu", "cuda"):  # full-range 64-bit draws are a CPU and CUDA kernel
-        return torch.randint(0, 256, (n,), dtype=torch.uint8, device=device, generator=generator)
-    words = torch.empty(-(-n // 8), dtype=torch.int64, device=device)
-    words.random_(-(2**63), None, generator=generator)  # the full 64-bit range: every bit uniform
+        return torch.randint(0, 255, (n,), dtype=torch.uint8, device=device, generator=generator)
+    words = _random_words(-(-n // 8), device, generator)
+    redo = _holding_255(words).nonzero().squeeze(1)
+    while len(redo):
+        fresh = _random_words(len(redo), device, generator)
+        words.index_copy_(0, redo, fresh)
+        redo = redo[_holding_255(fresh) != 0]
     return words.view(torch.uint8)[:n]
+
+
+def _random_words(m: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """m 64-bit words with every bit uniform: (m,) int64."""
+    words = torch.empty(m, dtype=torch.int64, device=device)
+    return words.random_(-(2**63), None, generator=generator)
+
+
+def _holding_255(words: Tensor) -> Tensor:
+    """(m,) int64 -> (m,) int64, nonzero where the word holds a byte 255 (eight 0/1 flags, viewed
+    as a word: 8x fewer elements for `nonzero` than the bytes)."""
+    flags = torch.eq(words.view(torch.uint8), 255, out=torch.empty_like(words).view(torch.uint8))
+    return flags.view(torch.int64)
 
 
 def fixed_binarization(images: Tensor, seed: int = 0) -> Tensor:
