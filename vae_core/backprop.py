@@ -4,13 +4,13 @@ Autograd records every operation of a step and replays the record backwards. For
 backward pass is textbook backpropagation, so `MLPBackprop` writes it out: the same forward pass,
 the same ELBO terms (`ElboTerms.of`, as `elbo_terms` scores them), the same gradients (tested
 against autograd in float64), without building the tape. A step of the 784-400-20 recipe takes
-3.85-3.99 ms against autograd's 4.27-4.52 ms on this project's 2-core CPU, about 2.4 ms of it in
-its matrix products (`bench/step_speed.py`).
+3.85-4.16 ms against autograd's 4.27-4.85 ms on this project's 2-core CPU, 2.4 ms or more of it in
+its matrix products (`bench/step_speed.py`, medians of several runs).
 
 With `products=torch.bfloat16` (mixed precision, `--precision bf16`) the matrix products take
 bfloat16 operands and accumulate in float32, as autocast runs them; the weights, their gradients
 (for Adam), the loss and dL/dx_logits stay float32. This CPU's AVX512-BF16 halves the products'
-time: about 2.9 ms a step in the same conditions.
+time (1.3-1.6 ms a step), and a step takes 3.24-3.28 ms.
 
 With L = mean_n [recon_n + beta kl_n], a linear layer out = h @ W.T + b, g = dL/d(out):
 
