@@ -51,8 +51,7 @@ class MLPBackprop:
             raise ValueError(f"MLPBackprop needs an mlp VAE with relu, got {model.config}")
         self.model = model
         self.products = products or next(model.parameters()).dtype
-        self.encoder = _Layers(_linears(model.encoder), self.products)
-        self.decoder = _Layers(_linears(model.decoder), self.products)
+        self.encoder, self.decoder = _linears(model.encoder), _linears(model.decoder)
 
     @staticmethod
     def supports(model: VAE) -> bool:
@@ -66,9 +65,7 @@ class MLPBackprop:
     def _step(self, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
         n = len(x)
         x_flat = x.reshape(n, -1)  # (N, P)
-        encoder, decoder = self.encoder, self.decoder
-        encoder.refresh()
-        decoder.refresh()
+        encoder, decoder = _Layers(self.encoder, self.products), _Layers(self.decoder, self.products)
 
         # Forward, keeping the input of every linear layer for its weight gradient.
         enc_inputs = encoder.inputs(x_flat)
@@ -90,23 +87,13 @@ class MLPBackprop:
 
 
 class _Layers:
-    """An MLP's linear layers, with copies of their weights in the products' dtype (the weights
-    themselves when it is theirs). The copies and the weight-gradient products' outputs live in
-    buffers kept from step to step: fresh ones cost as much again as the copying itself."""
+    """An MLP's linear layers for one step, with their weights in the products' dtype (the weights
+    themselves when it is theirs)."""
 
     def __init__(self, layers: list[nn.Linear], products: torch.dtype) -> None:
         self.layers, self.products = layers, products
-        cast = products != layers[0].weight.dtype
-        self.weights = [layer.weight.detach().to(products, copy=cast) for layer in layers]
-        self.biases = [layer.bias.detach().to(products, copy=cast) for layer in layers]
-        self.weight_grads = [torch.empty_like(w) if cast else None for w in self.weights]
-
-    def refresh(self) -> None:
-        """Copy the weights, just updated by the optimizer, into the products' dtype."""
-        if self.weight_grads[0] is not None:
-            for layer, w, b in zip(self.layers, self.weights, self.biases, strict=True):
-                w.copy_(layer.weight)
-                b.copy_(layer.bias)
+        self.weights = [layer.weight.to(products) for layer in layers]
+        self.biases = [layer.bias.to(products) for layer in layers]
 
     def affine(self, i: int, h: Tensor) -> Tensor:
         """h @ W.T + b for layer i, in the products' dtype: (N, in) -> (N, out)."""
@@ -124,10 +111,10 @@ class _Layers:
         for i in reversed(range(len(self.layers))):
             layer, h, g = self.layers[i], inputs[i], g.to(self.products)
             weight_grad = _grad(layer.weight)
-            if self.weight_grads[i] is None:
+            if weight_grad.dtype == self.products:
                 torch.mm(g.t(), h, out=weight_grad)
-            else:
-                weight_grad.copy_(torch.mm(g.t(), h, out=self.weight_grads[i]))
+            else:  # bfloat16 products, float32 gradients
+                weight_grad.copy_(torch.mm(g.t(), h))
             torch.sum(g, 0, dtype=layer.bias.dtype, out=_grad(layer.bias))
             if i == 0 and not input_grad:
                 return None
