@@ -66,7 +66,7 @@ def ms_per_step(step: Step, images: torch.Tensor, n: int = 100) -> float:
     order = torch.randperm(len(images))
     start = time.perf_counter()
     for i in range(n):
-        step(to_float(images[order[i * BATCH : (i + 1) * BATCH]], "dynamic"))
+        step(to_float(images.index_select(0, order[i * BATCH : (i + 1) * BATCH]), "dynamic"))
     return (time.perf_counter() - start) / n * 1e3
 
 
