@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,26 @@ def test_only_the_last_epoch_pays_for_the_fingerprint(tmp_path: Path, tiny_data:
     saved = []
     run(tmp_path / "ck", tiny_data, on_epoch=lambda *_: saved.append(load_checkpoint(tmp_path / "ck")))
     assert ["check" in model.meta.metrics for model in saved] == [False, True]
+
+
+def test_an_epochs_wall_time_includes_its_evaluation(
+    tmp_path: Path, tiny_data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each epoch record's wall time is taken after the test-set evaluation, so the time between two
+    records (what bench/train_speed.py reports per epoch) counts one evaluation, the first included."""
+    import vae_core.training as training
+
+    def slow_summarize(*args: object, **kwargs: object) -> dict:
+        time.sleep(0.3)
+        return summarize(*args, **kwargs)
+
+    summarize = training.summarize
+    monkeypatch.setattr(training, "summarize", slow_summarize)
+    records: list[dict] = []
+    run(tmp_path / "ck", tiny_data, callback=records.append)
+    ends = [0.0] + [r["wall_time"] for r in records if r["event"] == "epoch"]
+    assert all(b - a >= 0.3 for a, b in itertools.pairwise(ends)), ends
+    assert load_checkpoint(tmp_path / "ck").meta.metrics["wall_time"] == ends[-1]
 
 
 def test_same_seed_same_weights(tmp_path: Path, tiny_data: tuple) -> None:

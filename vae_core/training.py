@@ -328,10 +328,11 @@ class _Trainer:
     def finish_epoch(self, test_x: torch.Tensor) -> None:
         """After an epoch (or an interruption): measure on the test set, save, report."""
         self.read_meter()
-        self.pos.wall_time = self.clock.wall_time()
+        last = self.interrupted or self.pos.epoch == self.config.epochs  # the card's fingerprint
+        metrics = summarize(self.model.eval(), test_x, check=last) if self.world.is_main else {}
+        self.pos.wall_time = self.clock.wall_time()  # an epoch's time includes its evaluation
         if self.world.is_main:
-            last = self.interrupted or self.pos.epoch == self.config.epochs  # the card's fingerprint
-            self.metrics = summarize(self.model.eval(), test_x, check=last) | self.device_and_time()
+            self.metrics = metrics | self.device_and_time()
             _check_finite(self.metrics, self.pos, self.out)
             _save(self.out, self)
         self.world.barrier()
