@@ -223,8 +223,7 @@ def _check_array(arr: np.ndarray) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.size == 0:
         hint = " (channels go last)" if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else ""
         raise ImageError(
-            f"Expected an image array of shape (H, W), (H, W, 3) or (H, W, 4){hint}; "
-            f"got shape {arr.shape}."
+            f"Expected an image array of shape (H, W), (H, W, 3) or (H, W, 4){hint}; got shape {arr.shape}."
         )
     if arr.dtype.kind not in "buif":
         raise ImageError(f"Unsupported array dtype {arr.dtype}; use uint8, uint16 or float.")
@@ -250,9 +249,7 @@ def _nominal_range(arr: np.ndarray, ranges: tuple[float, ...]) -> float:
     for limit in ranges:
         if top <= limit:
             return float(limit)
-    raise ImageError(
-        f"Image values go up to {top:g}; expected at most {ranges[-1]:g}. Rescale the image."
-    )
+    raise ImageError(f"Image values go up to {top:g}; expected at most {ranges[-1]:g}. Rescale the image.")
 
 
 def _shrink_channel(channel: np.ndarray, scale: float) -> np.ndarray:
