@@ -241,7 +241,7 @@ class _Trainer:
         # (bench/step_speed.py). DistributedDataParallel needs autograd's hooks to average gradients.
         explicit = MLPBackprop.supports(model) and not world.distributed
         self.backprop = MLPBackprop(model, config.products) if explicit else None
-        objective = _Objective(model, config.products)
+        objective = None if explicit else _Objective(model, config.products)  # the autograd path alone
         self.objective = DistributedDataParallel(objective) if world.distributed else objective
         self.pos, self.metrics = Position(), {}
         self.meter = _Meter(self.device)
