@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import vae_core.data as vdata
 from vae_core import DatasetError, ImageSet, load_images
 from vae_core.data import fixed_binarization, read_idx, sample_pixels, to_float
 
@@ -114,6 +115,24 @@ def test_sampled_pixels_follow_intensity_over_255_exactly() -> None:
     assert abs(x.double().mean() - p.mean()) < 4 * overall_se
     again = [sample_pixels(v[:999], torch.Generator().manual_seed(1)) for _ in range(2)]
     assert torch.equal(*again)
+
+
+def test_a_short_draw_of_random_bytes_is_topped_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a draw keeps too few words (here every other word holds a byte 255), a second draw
+    supplies exactly the missing ones: n bytes come out, all below 255."""
+    real, sizes = vdata._random_words, []
+
+    def every_other_word_255(m: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        sizes.append(m)
+        words = real(m, device, generator)
+        if len(sizes) == 1:
+            words[::2] = -1  # all eight bytes 255
+        return words
+
+    monkeypatch.setattr(vdata, "_random_words", every_other_word_255)
+    u = vdata._bytes_below_255(8000, torch.device("cpu"), None)
+    assert u.shape == (8000,) and u.dtype == torch.uint8 and u.max() < 255
+    assert len(sizes) == 2 and sizes[1] < sizes[0]  # about half of the words were missing
 
 
 def test_fixed_binarisation_is_repeatable() -> None:

@@ -203,18 +203,20 @@ def _bytes_below_255(n: int, device: torch.device, generator: torch.Generator | 
     """n independent bytes, each uniform on {0, ..., 254}: (n,) uint8.
 
     The bytes come eight at a time from full-range 64-bit draws, 5x faster than a `torch.randint`
-    draw per byte. A word holding a byte 255 (3% of them) is drawn again whole: the words kept are
-    uniform on {0, ..., 254}^8, since the condition is one on each byte. Redrawing words rather than
-    bytes takes a batch from 0.22 to 0.16 ms: `nonzero` scans 8x fewer elements.
+    draw per byte. A word holding a byte 255 (3% of them) is dropped whole: the words kept are
+    uniform on {0, ..., 254}^8, since the condition is one on each byte, and keeping the first ones
+    in draw order does not depend on their values. 6% spare words almost always make one draw
+    enough; the loop covers the rest. One `masked_select` pass takes a batch from 0.33 to 0.27 ms
+    against redrawing the dropped words in place.
     """
     if device.type not in ("cpu", "cuda"):  # full-range 64-bit draws are a CPU and CUDA kernel
         return torch.randint(0, 255, (n,), dtype=torch.uint8, device=device, generator=generator)
-    words = _random_words(-(-n // 8), device, generator)
-    redo = _holding_255(words).nonzero().squeeze(1)
-    while len(redo):
-        fresh = _random_words(len(redo), device, generator)
-        words.index_copy_(0, redo, fresh)
-        redo = redo[_holding_255(fresh) != 0]
+    needed = -(-n // 8)
+    kept: list[Tensor] = []
+    while (missing := needed - sum(len(k) for k in kept)) > 0:
+        words = _random_words(missing + missing // 16 + 16, device, generator)
+        kept.append(torch.masked_select(words, _holding_255(words) == 0)[:missing])
+    words = kept[0] if len(kept) == 1 else torch.cat(kept)
     return words.view(torch.uint8)[:n]
 
 
@@ -226,7 +228,7 @@ def _random_words(m: int, device: torch.device, generator: torch.Generator | Non
 
 def _holding_255(words: Tensor) -> Tensor:
     """(m,) int64 -> (m,) int64, nonzero where the word holds a byte 255 (eight 0/1 flags, viewed
-    as a word: 8x fewer elements for `nonzero` than the bytes)."""
+    as a word: 8x fewer elements to test than the bytes)."""
     flags = torch.eq(words.view(torch.uint8), 255, out=torch.empty_like(words).view(torch.uint8))
     return flags.view(torch.int64)
 
