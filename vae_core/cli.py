@@ -71,8 +71,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         choices=PRECISIONS,
         default="fp32",
         help="bf16: mixed precision, matrix products on bfloat16 operands, weights and loss in float32. "
-        "Twice as fast products on CPUs with AVX512-BF16 or AMX and on GPUs with bfloat16 tensor cores "
-        "(Ampere on); emulated, and slower, elsewhere. Evaluation is always float32",
+        "Faster products on CPUs with AVX512-BF16 or AMX and on GPUs with bfloat16 tensor cores "
+        "(Ampere on); slower or no faster elsewhere. Evaluation is always float32",
     )
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")

@@ -50,7 +50,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # fp32: every product in float32. bf16: mixed precision; the matrix products take bfloat16 operands
 # and accumulate in float32, while the weights, Adam's state, the loss and its gradient at the
 # logits stay float32. It halves the products' time on CPUs with AVX512-BF16 or AMX and on GPUs
-# with bfloat16 tensor cores; elsewhere it is emulated, and slower.
+# with bfloat16 tensor cores; elsewhere it is emulated, or left to float32, and no faster.
 PRECISIONS = ("fp32", "bf16")
 
 
