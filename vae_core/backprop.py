@@ -27,7 +27,7 @@ With L = mean_n [recon_n + beta kl_n], a linear layer out = h @ W.T + b, g = dL/
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -55,10 +55,11 @@ class MLPBackprop:
         if not self.supports(model):
             raise ValueError(f"MLPBackprop needs an mlp VAE with relu, got {model.config}")
         self.model = model
-        self.products = products or next(model.parameters()).dtype
+        weights = next(model.parameters()).dtype
+        self.products = products or weights
         # A CPU rounds float32 operands to bfloat16 inside its kernels: nothing to cast.
         self.in_kernel = model.device.type == "cpu" and self.products == torch.bfloat16
-        self.operands = next(model.parameters()).dtype if self.in_kernel else self.products
+        self.operands = weights if self.in_kernel else self.products
         self.encoder, self.decoder = _linears(model.encoder), _linears(model.decoder)
 
     @staticmethod
@@ -67,7 +68,7 @@ class MLPBackprop:
 
     def __call__(self, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
         """x: (N, C, H, W) in [0, 1] -> recon, kl: each (N,); the gradients are in `.grad`."""
-        with torch.no_grad(), bfloat16_products_on_cpu() if self.in_kernel else nullcontext():
+        with torch.no_grad(), bfloat16_products_on_cpu(enabled=self.in_kernel):
             return self._step(x, beta)
 
     def _step(self, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
@@ -133,10 +134,13 @@ class _Layers:
 
 
 @contextmanager
-def bfloat16_products_on_cpu() -> Iterator[None]:
+def bfloat16_products_on_cpu(*, enabled: bool = True) -> Iterator[None]:
     """A block whose float32 matrix products on the CPU take bfloat16 operands and accumulate in
     float32, rounded inside oneDNN's kernels (AMX or AVX512-BF16; float32 where the CPU has neither).
     The setting is process-wide: products that other threads run meanwhile are rounded too."""
+    if not enabled:
+        yield
+        return
     matmul = torch.backends.mkldnn.matmul
     previous, matmul.fp32_precision = matmul.fp32_precision, "bf16"
     try:
