@@ -9,21 +9,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_core import VAE, CheckpointError, VAEConfig, list_checkpoints, load_checkpoint, save_checkpoint
+from vae_core import (
+    VAE,
+    CheckpointError,
+    DataSpec,
+    RunSpec,
+    TrainConfig,
+    VAEConfig,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vae_core.checkpoint import FORMAT_VERSION, MODEL_FILE, read_checkpoint, update_metrics
 
 
 def saved(path: Path, config: VAEConfig | None = None) -> VAE:
     model = VAE(config or VAEConfig(arch="conv", latent_dim=3, hidden=(4, 8)))
-    save_checkpoint(
-        path,
-        model,
-        dataset="fashion-mnist",
-        train_config={"epochs": 2, "binarize": "dynamic"},
-        metrics={"elbo": -100.0},
-        epoch=2,
-        step=20,
-    )
+    spec = RunSpec(data=DataSpec("fashion-mnist", "dynamic"), model=model.config, train=TrainConfig(epochs=2))
+    save_checkpoint(path, model, spec=spec, metrics={"elbo": -100.0}, epoch=2, step=20)
     return model
 
 
@@ -35,7 +38,7 @@ def test_round_trip_restores_weights_config_and_card(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded.encode(x), model.encode(x))
     assert loaded.config == model.config and not loaded.training
     assert loaded.meta.dataset == "fashion-mnist" and loaded.meta.metrics == {"elbo": -100.0}
-    assert loaded.meta.epoch == 2 and loaded.meta.train_config["epochs"] == 2
+    assert loaded.meta.epoch == 2 and loaded.meta.spec.train.epochs == 2
     assert load_checkpoint(tmp_path / "ck" / MODEL_FILE).config == model.config
 
 
@@ -45,8 +48,7 @@ def test_half_precision_storage_loads_as_float32(tmp_path: Path) -> None:
     save_checkpoint(
         tmp_path / "h",
         model,
-        dataset="mnist",
-        train_config={},
+        spec=RunSpec(model=model.config),
         metrics={},
         epoch=0,
         step=0,
@@ -114,7 +116,7 @@ def test_missing_checkpoint_and_mismatched_weights(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nothing")
     saved(tmp_path / "ck")
     ckpt = read_checkpoint(tmp_path / "ck")
-    ckpt["model_config"]["latent_dim"] = 7
+    ckpt["spec"]["model"]["latent_dim"] = 7
     torch.save(ckpt, tmp_path / "ck" / MODEL_FILE)
     with pytest.raises(CheckpointError, match=r"does not match"):
         load_checkpoint(tmp_path / "ck")

@@ -12,7 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_core import CheckpointError, ImageSet, TrainConfig, TrainingDiverged, VAEConfig, fit, load_checkpoint
+from vae_core import (
+    CheckpointError,
+    DataSpec,
+    EpochRecord,
+    ImageSet,
+    RunSpec,
+    StepRecord,
+    TrainConfig,
+    TrainingDiverged,
+    VAEConfig,
+    fit,
+    load_checkpoint,
+    read_metrics,
+)
 from vae_core.checkpoint import METRICS_FILE, STATE_FILE
 
 MODEL = VAEConfig(arch="mlp", latent_dim=2, hidden=(32,))
@@ -24,10 +37,10 @@ def run(out: Path, data: tuple[ImageSet, ImageSet], **overrides: object) -> obje
     callback = options.pop("callback", None)
     on_epoch = options.pop("on_epoch", None)
     model = options.pop("model", MODEL)
+    data_spec = options.pop("data", DataSpec())
     train, test = data
     return fit(
-        model,
-        TrainConfig(**options),
+        RunSpec(data=data_spec, model=model, train=TrainConfig(**options)),
         out,
         train_set=train,
         test_set=test,
@@ -47,7 +60,8 @@ def test_training_improves_the_test_elbo_and_logs_jsonl(tmp_path: Path, tiny_dat
     records: list[dict] = []
     run(tmp_path / "ck", tiny_data, epochs=4, callback=records.append)
     lines = [json.loads(line) for line in (tmp_path / "ck" / METRICS_FILE).read_text().splitlines()]
-    assert lines == records
+    assert read_metrics(tmp_path / "ck") == records and len(lines) == len(records)
+    assert all(isinstance(r, StepRecord | EpochRecord) for r in records)
     steps = [r for r in lines if r["event"] == "step"]
     epochs = [r for r in lines if r["event"] == "epoch"]
     assert len(epochs) == 4 and len(steps) == 4 * 8 // 2
@@ -65,7 +79,10 @@ def test_checkpoint_carries_config_dataset_and_metrics(tmp_path: Path, tiny_data
     result = run(tmp_path / "ck", tiny_data, beta=0.5)
     model = load_checkpoint(tmp_path / "ck")
     assert model.config == MODEL and model.meta.dataset == "mnist"
-    assert model.meta.train_config["beta"] == 0.5 and model.meta.epoch == 2
+    assert model.meta.spec == RunSpec(
+        model=MODEL, train=TrainConfig(epochs=2, batch_size=64, log_every=2, beta=0.5)
+    )
+    assert model.meta.epoch == 2
     assert model.meta.metrics == result.metrics
     assert len(model.meta.metrics["kl_per_dim"]) == 2
     assert sum(model.meta.metrics["kl_per_dim"]) == pytest.approx(model.meta.metrics["kl"], rel=1e-4)
@@ -95,7 +112,7 @@ def test_an_epochs_wall_time_includes_its_evaluation(
     monkeypatch.setattr(training, "summarize", slow_summarize)
     records: list[dict] = []
     run(tmp_path / "ck", tiny_data, callback=records.append)
-    ends = [0.0] + [r["wall_time"] for r in records if r["event"] == "epoch"]
+    ends = [0.0] + [r.wall_time for r in records if r.event == "epoch"]
     assert all(b - a >= 0.3 for a, b in itertools.pairwise(ends)), ends
     assert load_checkpoint(tmp_path / "ck").meta.metrics["wall_time"] == ends[-1]
 
@@ -129,7 +146,7 @@ def test_sigint_saves_and_resume_finishes_the_same_run(
     straight = weights(run(tmp_path / "straight", tiny_data).model)
 
     def interrupt(record: dict) -> None:
-        if record["event"] == "step" and record["step"] == signal_at:
+        if record.event == "step" and record.step == signal_at:
             os.kill(os.getpid(), signal.SIGINT)
 
     stopped = run(tmp_path / "ck", tiny_data, log_every=1, callback=interrupt)
@@ -150,7 +167,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(
     run(tmp_path / "ck", tiny_data, epochs=1, model=model)
     good = (tmp_path / "ck" / "model.pt").read_bytes()
     with pytest.raises(TrainingDiverged, match=r"became -?(nan|inf).*at step 1[0-9].*last good checkpoint"):
-        run(tmp_path / "ck", tiny_data, epochs=2, resume=True, model=model, lr=1e30)
+        run(tmp_path / "ck", tiny_data, epochs=2, resume=True, model=model, lr=1e6)
     assert (tmp_path / "ck" / "model.pt").read_bytes() == good
     assert load_checkpoint(tmp_path / "ck").meta.epoch == 1
 
@@ -166,7 +183,7 @@ def test_bf16_precision_learns_as_fp32_does(tmp_path: Path, tiny_data: tuple, ac
     assert not all(torch.equal(x, y) for x, y in zip(weights(fp32.model), weights(bf16.model), strict=True))
     assert bf16.metrics["elbo"] == pytest.approx(fp32.metrics["elbo"], rel=5e-3)
     assert bf16.metrics["elbo"] > run(tmp_path / "short", tiny_data, epochs=1, model=model).metrics["elbo"]
-    assert load_checkpoint(tmp_path / "bf16").meta.train_config["precision"] == "bf16"
+    assert load_checkpoint(tmp_path / "bf16").meta.spec.train.precision == "bf16"
 
 
 def test_refuses_to_overwrite_without_resume(tmp_path: Path, tiny_data: tuple) -> None:
@@ -190,8 +207,44 @@ def test_beta_warmup_and_cosine_schedule() -> None:
 def test_bad_training_config_is_refused() -> None:
     """Unknown binarisation, schedule or non-positive sizes name the offending value."""
     with pytest.raises(ValueError, match=r"binarize"):
-        TrainConfig(binarize="static")
+        DataSpec(binarize="static")
     with pytest.raises(ValueError, match=r"batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
         TrainConfig(precision="fp16")
+
+
+def test_a_torn_checkpoint_pair_is_refused_on_resume(
+    tmp_path: Path, tiny_data: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the model file's write fails after train_state.pt was written (a crash between the two),
+    resume refuses the pair, naming both steps, instead of mixing old weights with newer state."""
+    import vae_core.training as training
+
+    run(tmp_path / "ck", tiny_data, epochs=1)
+    good = (tmp_path / "ck" / "model.pt").read_bytes()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("killed between the two writes")
+
+    monkeypatch.setattr(training, "save_checkpoint", crash)
+    with pytest.raises(OSError, match="between the two writes"):
+        run(tmp_path / "ck", tiny_data, epochs=2, resume=True)
+    monkeypatch.undo()
+    assert (tmp_path / "ck" / "model.pt").read_bytes() == good
+    with pytest.raises(CheckpointError, match=r"train_state.pt is at step 16 but model.pt at step 8.*torn"):
+        run(tmp_path / "ck", tiny_data, epochs=2, resume=True)
+
+
+def test_resume_drops_records_logged_after_the_checkpoint(tmp_path: Path, tiny_data: tuple) -> None:
+    """Step records written after the last checkpoint (a kill before the next save) are dropped on
+    resume, so the log holds each step once, in order."""
+    run(tmp_path / "ck", tiny_data, epochs=1, log_every=1)
+    last = read_metrics(tmp_path / "ck")[-2]
+    assert isinstance(last, StepRecord) and last.step == 8
+    with (tmp_path / "ck" / METRICS_FILE).open("a") as f:  # logged by a run killed before its save
+        for step in (9, 10):
+            f.write(json.dumps({**last.__dict__, "step": step}) + "\n")
+    run(tmp_path / "ck", tiny_data, epochs=2, log_every=1, resume=True)
+    steps = [r.step for r in read_metrics(tmp_path / "ck") if r.event == "step"]
+    assert steps == list(range(1, 17))

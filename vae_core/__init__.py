@@ -18,37 +18,42 @@ from vae_core.evaluation import (
 from vae_core.jobs import (
     Run,
     RunError,
-    RunOptions,
     Status,
     list_runs,
-    read_metrics,
     resume_run,
     start_run,
     stop_run,
     tail_log,
     validate_run_name,
 )
-from vae_core.model import VAE, VAEConfig
+from vae_core.model import VAE
 from vae_core.objective import ElboTerms, bernoulli_nll, elbo_terms, gaussian_kl, iwae_bound
 from vae_core.preprocess import ImageError, preprocess_image
+from vae_core.records import EpochRecord, Outcome, StepRecord, read_metrics, read_outcome
+from vae_core.spec import DataSpec, RunSpec, Runtime, TrainConfig, VAEConfig
 from vae_core.timelapse import Snapshot, load_timelapse
-from vae_core.training import FitResult, TrainConfig, TrainingDiverged, fit
+from vae_core.training import FitResult, TrainingDiverged, fit
 
 __all__ = [
     "DATASETS",
     "VAE",
     "CheckpointError",
+    "DataSpec",
     "DatasetError",
     "ElboTerms",
+    "EpochRecord",
     "FitResult",
     "ImageError",
     "ImageSet",
+    "Outcome",
     "Run",
     "RunError",
-    "RunOptions",
+    "RunSpec",
+    "Runtime",
     "Scores",
     "Snapshot",
     "Status",
+    "StepRecord",
     "TrainConfig",
     "TrainingDiverged",
     "VAEConfig",
@@ -69,6 +74,7 @@ __all__ = [
     "pick_device",
     "preprocess_image",
     "read_metrics",
+    "read_outcome",
     "resume_run",
     "save_checkpoint",
     "score",

@@ -9,78 +9,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from vae_core.atomic import DiskFullError
 from vae_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, update_metrics
-from vae_core.data import BINARIZE, DATASETS, DatasetError, ImageSet, load_images
+from vae_core.data import DatasetError, ImageSet, load_images
 from vae_core.device import pick_device
 from vae_core.evaluation import eval_inputs, summarize
-from vae_core.model import ACTIVATIONS, ARCHITECTURES, VAE, VAEConfig
-from vae_core.training import LR_SCHEDULES, PRECISIONS, TrainConfig, TrainingDiverged, fit, resume_configs
-
-DATA_DIR_HELP = (
-    "folder with the dataset's IDX files (train-images-idx3-ubyte[.gz], ...); default: search "
-    "$VAE_DATA_DIR, ./data and Debian's /usr/share/datasets, then download with torchvision"
-)
+from vae_core.model import VAE
+from vae_core.records import EpochRecord, Outcome, Record, clear_outcome, write_outcome
+from vae_core.spec import DATA_DIR_HELP, RunSpec, Runtime, add_flags, given_values
+from vae_core.training import FitResult, TrainingDiverged, check_out, fit, resume_spec
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a VAE and write a checkpoint folder",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="which dataset to train on")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="encoder/decoder family")
-    p.add_argument(
-        "--hidden",
-        type=int,
-        nargs="+",
-        default=[400],
-        help="mlp: hidden layer widths; conv: channels of each stride-2 convolution",
-    )
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="non-linearity")
-    p.add_argument("--latent-dim", type=int, default=20, help="size of z")
-    p.add_argument("--batch-size", type=int, default=128, help="global batch size (images per step)")
-    p.add_argument(
-        "--epochs", type=int, default=None, help="total epochs (default 10; with --resume: the stored total)"
-    )
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant", help="learning-rate schedule")
-    p.add_argument("--min-lr", type=float, default=0.0, help="final learning rate of the cosine schedule")
+    p = sub.add_parser("train", help="train a VAE and write a checkpoint folder")
+    add_flags(p)  # one flag per option of the run spec (vae_core.spec), and the runtime's
     p.add_argument("--out", required=True, help="checkpoint folder to write, e.g. checkpoints/NAME")
-    p.add_argument(
-        "--beta", type=float, default=1.0, help="KL weight in the training loss (reported ELBO uses 1)"
-    )
-    p.add_argument("--warmup-epochs", type=float, default=0.0, help="epochs over which β ramps up from 0")
-    p.add_argument(
-        "--binarize",
-        choices=BINARIZE,
-        default="dynamic",
-        help="dynamic: resample binary pixels every batch; none: continuous intensities",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, batches and binarisation")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="bf16: mixed precision, matrix products on bfloat16 operands, weights and loss in float32. "
-        "Faster products on CPUs with AVX512-BF16 or AMX and on GPUs with bfloat16 tensor cores "
-        "(Ampere on); slower or no faster elsewhere. Evaluation is always float32",
-    )
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
-    p.add_argument(
-        "--timelapse",
-        action="store_true",
-        help="after every epoch, save the decoded latent grid and the map of 1000 test images (timelapse/)",
-    )
     p.add_argument(
         "--resume", action="store_true", help="continue the checkpoint in --out with its stored settings"
     )
@@ -117,60 +69,90 @@ class _ProgressBar:
     def __init__(self, total: int, initial: int = 0) -> None:
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
-    def __call__(self, record: dict) -> None:
-        if record["event"] == "step":
-            self.bar.update(record["step"] - self.bar.n)
-            self.bar.set_postfix(
-                elbo=f"{record['elbo']:.2f}", kl=f"{record['kl']:.2f}", img_s=f"{record['samples_per_s']:.0f}"
+    def __call__(self, record: Record) -> None:
+        self.bar.update(record.step - self.bar.n)
+        if isinstance(record, EpochRecord):
+            self.bar.write(
+                f"epoch {record.epoch:.2f}: test ELBO {record.test_elbo:.2f} "
+                f"(recon {record.test_recon:.2f} + KL {record.test_kl:.2f}) nats/image, "
+                f"{record.active_units} active units"
             )
         else:
-            self.bar.update(record["step"] - self.bar.n)
-            self.bar.write(
-                f"epoch {record['epoch']:.2f}: test ELBO {record['test_elbo']:.2f} "
-                f"(recon {record['test_recon']:.2f} + KL {record['test_kl']:.2f}) nats/image, "
-                f"{record['active_units']} active units"
+            self.bar.set_postfix(
+                elbo=f"{record.elbo:.2f}", kl=f"{record.kl:.2f}", img_s=f"{record.samples_per_s:.0f}"
             )
+
+
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """The spec the flags ask for; with --resume, the stored one, of which only --epochs may change."""
+    values = given_values(args)
+    if not args.resume:
+        return RunSpec.from_values(values)
+    stored = resume_spec(args.out)
+    asked = stored.with_values(values)
+    changed = [flag for flag in stored.differences(asked) if flag != "--epochs"]
+    if changed:
+        raise ValueError(
+            f"--resume continues {args.out} with its stored settings, but {', '.join(changed)} differ from "
+            f"them; only --epochs (a new total) may change. Leave them out, or train a new run."
+        )
+    return asked
 
 
 def train(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.resume:
-        model_config, config = resume_configs(args.out, args.epochs)
-    else:
-        model_config = VAEConfig(
-            arch=args.arch, latent_dim=args.latent_dim, hidden=tuple(args.hidden), activation=args.activation
-        )
-        config = TrainConfig(
-            dataset=args.dataset,
-            epochs=args.epochs or 10,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            lr_schedule=args.lr_schedule,
-            min_lr=args.min_lr,
-            beta=args.beta,
-            warmup_epochs=args.warmup_epochs,
-            binarize=args.binarize,
-            seed=args.seed,
-            precision=args.precision,
-        )
-    train_set = load_images(config.dataset, "train", args.data_dir)
-    test_set = load_images(config.dataset, "test", args.data_dir)  # read once: fit and the timelapse
+    """Train, and record how the run ended in outcome.json (rank 0), however it ends once started.
+
+    Bad options, and an --out that already holds a checkpoint (without --resume), are refused before
+    the run starts: nothing is written then."""
+    runtime, spec = Runtime(**given_values(args)["runtime"]), run_spec(args)
+    check_out(args.out, args.resume)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
+    if main_rank:
+        clear_outcome(args.out)  # a resumed run's previous ending
+    outcome = Outcome("failed", "The trainer ended before recording why.")
+    stop = _stop_on_sigterm()
+    try:
+        result = _train(args, runtime, spec, main_rank)
+        pos = result.position
+        where = f"at epoch {pos.epoch}, step {pos.step}"
+        outcome = (
+            Outcome("stopped", f"Stopped {where}; resume it to continue.", pos.epoch, pos.step)
+            if result.interrupted
+            else Outcome("finished", f"Finished {where}.", pos.epoch, pos.step)
+        )
+        return 0
+    except KeyboardInterrupt:  # SIGINT or SIGTERM before training began, or after it ended
+        outcome = Outcome("stopped", "Stopped before training began (no checkpoint).", *_saved(args.out))
+        return 0
+    except TrainingDiverged as e:
+        outcome = Outcome("diverged", str(e), e.epoch, e.step)
+        raise
+    except BaseException as e:
+        outcome = Outcome("failed", _error_line(e), *_saved(args.out))
+        raise
+    finally:
+        stop()
+        if main_rank:
+            _record(args.out, outcome)
+
+
+def _train(args: argparse.Namespace, runtime: Runtime, spec: RunSpec, main_rank: bool) -> FitResult:
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    train_set = load_images(spec.data.name, "train", runtime.data_dir)
+    test_set = load_images(spec.data.name, "test", runtime.data_dir)  # read once: fit and the timelapse
     done = read_checkpoint(args.out)["step"] if args.resume else 0
-    total = -(-len(train_set) // config.batch_size) * config.epochs
+    total = -(-len(train_set) // spec.train.batch_size) * spec.train.epochs
     bar = _ProgressBar(total, initial=done) if main_rank else None
     result = fit(
-        model_config,
-        config,
+        spec,
         args.out,
-        data_dir=args.data_dir,
         train_set=train_set,
         test_set=test_set,
-        device=args.device,
+        device=runtime.device,
         resume=args.resume,
         callback=bar,
-        on_epoch=_timelapse_hook(config, test_set, Path(args.out)) if args.timelapse else None,
+        on_epoch=_timelapse_hook(spec, test_set, Path(args.out)) if runtime.timelapse else None,
     )
     if bar:
         bar.bar.close()
@@ -180,21 +162,51 @@ def train(args: argparse.Namespace) -> int:
             f"checkpoint in {args.out}",
             file=sys.stderr,
         )
-    return 0
+    return result
 
 
-def _timelapse_hook(config: TrainConfig, test: ImageSet, out: Path) -> Callable[[VAE, int], None]:
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Until training installs its own handler, SIGTERM stops like Ctrl-C; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _saved(out: str) -> tuple[int, int]:
+    """(epoch, step) of the checkpoint in `out`, (0, 0) if there is none."""
+    try:
+        ckpt = read_checkpoint(out)
+    except CheckpointError:
+        return 0, 0
+    return ckpt.get("epoch", 0), ckpt.get("step", 0)
+
+
+def _error_line(e: BaseException) -> str:
+    expected = (DatasetError, CheckpointError, ValueError, OSError)
+    return str(e) if isinstance(e, expected) else f"{type(e).__name__}: {e}"
+
+
+def _record(out: str, outcome: Outcome) -> None:
+    try:
+        write_outcome(out, outcome)
+    except OSError as e:  # an unwritable --out: say so, without hiding the run's own error
+        print(f"error: could not write the outcome of the run to {out}: {e}", file=sys.stderr)
+
+
+def _timelapse_hook(spec: RunSpec, test: ImageSet, out: Path) -> Callable[[VAE, int], None]:
     """Snapshots of the latent space after every epoch, on a fixed subset of the test set."""
     from vae_core import timelapse
 
-    x, labels = eval_inputs(test, config.binarize)[: timelapse.N_IMAGES], test.labels[: timelapse.N_IMAGES]
+    n = timelapse.N_IMAGES
+    x, labels = eval_inputs(test, spec.data.binarize)[:n], test.labels[:n]
     return lambda model, epoch: timelapse.snapshot(model, x, labels, out, epoch)
 
 
 def evaluate(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint, device=pick_device(args.device))
     test = load_images(model.meta.dataset, "test", args.data_dir)
-    x = eval_inputs(test, model.meta.train_config.get("binarize", "dynamic"))[: args.n]
+    x = eval_inputs(test, model.meta.spec.data.binarize)[: args.n]
     metrics = summarize(model, x, k=args.k, progress=not args.json)
     if args.write:
         update_metrics(args.checkpoint, metrics)
@@ -219,6 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = train if args.command == "train" else evaluate
     try:
         return command(args)
-    except (DatasetError, CheckpointError, TrainingDiverged, ValueError) as e:
+    except (DatasetError, CheckpointError, TrainingDiverged, ValueError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

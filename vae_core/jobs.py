@@ -1,15 +1,15 @@
 """Training jobs started from the app: each one a `python -m vae_core train` process of its own.
 
-    runs/NAME/job.json       how the run was started: options, command, pid, start time
-    runs/NAME/train.log      the trainer's stdout and stderr
-    runs/NAME/exit_code      written by the launching shell when the trainer ends
+    runs/NAME/job.json       how the run was started: its spec, runtime, command, pid, start time
+    runs/NAME/train.log      the trainer's stdout and stderr, for people (never parsed)
+    runs/NAME/outcome.json   written by the trainer when it ends (`vae_core.records`)
     runs/NAME/model.pt, metrics.jsonl, timelapse/ ...   the checkpoint folder the trainer writes
 
 The trainer runs in a new session, so leaving the page, reloading or stopping the web server does
 not stop it; `stop_run` sends it SIGTERM, on which it finishes its step, saves and exits 0. A run's
-status is derived from the files and the process table alone, so every page and every server
-process sees the same thing. `VAE_RUNS_DIR` moves the runs folder; `VAE_MAX_JOBS` (default 1) is how
-many runs may train at once.
+status is its outcome file once the trainer has ended; before that, whether its process lives. So
+every page and every server process sees the same thing. `VAE_RUNS_DIR` moves the runs folder;
+`VAE_MAX_JOBS` (default 1) is how many runs may train at once.
 """
 
 from __future__ import annotations
@@ -23,25 +23,21 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from vae_core.checkpoint import METRICS_FILE, STATE_FILE, model_file
+from vae_core.atomic import atomic_write_text
+from vae_core.checkpoint import STATE_FILE, model_file, read_spec
 from vae_core.data import PROJECT_ROOT
-from vae_core.model import VAEConfig
-from vae_core.training import TrainConfig
+from vae_core.records import Record, clear_outcome, read_outcome
+from vae_core.spec import RunSpec, Runtime, runtime_argv, to_argv
 
-JOB_FILE, LOG_FILE, EXIT_FILE, PID_FILE = "job.json", "train.log", "exit_code", "trainer.pid"
+JOB_FILE, LOG_FILE = "job.json", "train.log"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-# The launching shell: start the trainer, note its pid (the one to signal), wait, record its status.
-WRAPPER = (
-    '"$@" & echo $! > "$0/trainer.pid"; wait $!; '
-    'echo $? > "$0/exit_code.tmp"; mv "$0/exit_code.tmp" "$0/exit_code"'
-)
+APP_THREADS = 1  # a run started from the app leaves the other cores to the app's sessions
 
-
-# The launchers this process started, kept so that they are reaped (no zombies) once they end.
+# The trainers this process started, kept so that they are reaped (no zombies) once they end.
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
@@ -71,79 +67,24 @@ def max_jobs() -> int:
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """What the train form asks for; turned into `python -m vae_core train` flags."""
-
-    dataset: str = "mnist"
-    arch: str = "mlp"
-    hidden: tuple[int, ...] = (400,)
-    latent_dim: int = 2
-    beta: float = 1.0
-    warmup_epochs: float = 0.0
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    binarize: str = "dynamic"
-    seed: int = 0
-    data_dir: str | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        # The model and training configs check every value, with the same messages as the CLI.
-        VAEConfig(arch=self.arch, latent_dim=self.latent_dim, hidden=self.hidden)
-        TrainConfig(
-            dataset=self.dataset, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
-            warmup_epochs=self.warmup_epochs, binarize=self.binarize, seed=self.seed,
-            precision=self.precision,
-        )  # fmt: skip
-        if self.data_dir is not None and not Path(self.data_dir).is_dir():
-            raise RunError(
-                f"The data folder {self.data_dir} does not exist; leave it empty to look up {self.dataset}"
-            )
-
-    def flags(self) -> list[str]:
-        flags = [
-            "--dataset", self.dataset, "--arch", self.arch, "--hidden", *map(str, self.hidden),
-            "--latent-dim", str(self.latent_dim), "--beta", repr(self.beta),
-            "--warmup-epochs", repr(self.warmup_epochs), "--epochs", str(self.epochs),
-            "--batch-size", str(self.batch_size), "--lr", repr(self.lr),
-            "--binarize", self.binarize, "--seed", str(self.seed), "--precision", self.precision,
-        ]  # fmt: skip
-        return flags + _common_flags(self)
-
-
-def _common_flags(options: RunOptions) -> list[str]:
-    """Flags a resumed run needs again: they are not stored in the checkpoint."""
-    data = ["--data-dir", str(Path(options.data_dir).resolve())] if options.data_dir else []
-    return [*data, "--device", options.device, "--threads", "1", "--timelapse"]
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """'512 256' or '512, 256' -> (512, 256)."""
-    parts = text.replace(",", " ").split()
-    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise RunError(
-            f"Hidden sizes must be positive whole numbers separated by spaces, e.g. '512 256'; got {text!r}"
-        )
-    return tuple(int(p) for p in parts)
-
-
-@dataclass(frozen=True)
 class Run:
     """One run folder and what is known about it now."""
 
     name: str
     path: Path
     status: Status
-    options: RunOptions
+    spec: RunSpec  # what it trains (a resume may raise the epoch total)
+    runtime: Runtime = field(default_factory=Runtime)
     started: float = 0.0
-    epochs: int = 0  # the total it trains to (a resume may raise it)
     pid: int | None = None
     command: list[str] = field(default_factory=list)
-    exit_code: int | None = None
-    message: str = ""  # why it failed, diverged or stopped
+    exit_code: int | None = None  # known when this process started the trainer and it has ended
+    message: str = ""  # how it finished, stopped, diverged or failed
+
+    @property
+    def epochs(self) -> int:
+        """The epoch total it trains to."""
+        return self.spec.train.epochs
 
     @property
     def log(self) -> Path:
@@ -179,12 +120,11 @@ def validate_run_name(name: str, root: str | Path | None = None) -> str:
     return name
 
 
-def suggest_name(options: RunOptions, root: str | Path | None = None) -> str:
+def suggest_name(spec: RunSpec, root: str | Path | None = None) -> str:
     """A free name describing the run, e.g. mnist-mlp-z2, then mnist-mlp-z2-2, ..."""
     root = Path(root) if root is not None else runs_dir()
-    base = f"{options.dataset}-{options.arch}-z{options.latent_dim}" + (
-        f"-b{options.beta:g}" if options.beta != 1 else ""
-    )
+    beta = spec.train.beta
+    base = f"{spec.data.name}-{spec.model.arch}-z{spec.model.latent_dim}" + (f"-b{beta:g}" * (beta != 1))
     n = 1
     while (root / (base if n == 1 else f"{base}-{n}")).exists():
         n += 1
@@ -218,159 +158,136 @@ def _check_capacity(root: Path) -> None:
 
 
 def _launch(folder: Path, train_flags: list[str]) -> tuple[int, list[str]]:
-    """Start the trainer in a session of its own through the wrapper shell; returns (pid, command)."""
+    """Start the trainer in a session of its own; returns (pid, command)."""
     command = [sys.executable, "-m", "vae_core", "train", "--out", str(folder), *train_flags]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    for stale in (EXIT_FILE, PID_FILE):
-        (folder / stale).unlink(missing_ok=True)
+    clear_outcome(folder)  # a resumed run's previous ending
     with (folder / LOG_FILE).open("a") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
+        # cwd is the project root, so `-m vae_core` imports this package.
         process = subprocess.Popen(
-            ["/bin/sh", "-c", WRAPPER, str(folder), *command],
-            cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     _CHILDREN[process.pid] = process
     return process.pid, command
 
 
 def _write_job(folder: Path, job: dict) -> None:
-    tmp = folder / f".{JOB_FILE}.tmp"
-    tmp.write_text(json.dumps(job, indent=1))
-    os.replace(tmp, folder / JOB_FILE)
+    atomic_write_text(folder / JOB_FILE, json.dumps(job, indent=1))
 
 
-def start_run(name: str, options: RunOptions, root: str | Path | None = None) -> Run:
+def app_runtime(data_dir: str | Path | None = None, device: str = "auto") -> Runtime:
+    """How the app runs a trainer: one thread, a timelapse; RunError if the data folder is missing."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise RunError(f"The data folder {data_dir} does not exist; leave it empty to look the dataset up")
+    folder = str(Path(data_dir).resolve()) if data_dir is not None else None
+    return Runtime(data_dir=folder, device=device, threads=APP_THREADS, timelapse=True)
+
+
+def start_run(
+    name: str, spec: RunSpec, root: str | Path | None = None, *, data_dir: str | Path | None = None,
+    device: str = "auto",
+) -> Run:  # fmt: skip
     """Start training a new run NAME in its own process; RunError if refused, OSError on disk trouble."""
     root = Path(root) if root is not None else runs_dir()
+    runtime = app_runtime(data_dir, device)
     with _lock(root):
         name = validate_run_name(name, root)
         _check_capacity(root)
         folder = (root / name).resolve()
         folder.mkdir(parents=True)
-        pid, command = _launch(folder, options.flags())
+        pid, command = _launch(folder, [*to_argv(spec), *runtime_argv(runtime)])
         _write_job(
             folder,
-            {"name": name, "options": asdict(options), "epochs": options.epochs, "pid": pid,
-             "command": command, "started": time.time()},
+            {"name": name, "spec": spec.to_dict(), "runtime": asdict(runtime), "pid": pid, "command": command,
+             "started": time.time()},
         )  # fmt: skip
     return read_run(folder)
 
 
 def resume_run(run: Run, epochs: int | None = None) -> Run:
-    """Continue a stopped (or failed) run from its last checkpoint, optionally to a new epoch total."""
+    """Continue a stopped (or failed) run from its last checkpoint, optionally to a new epoch total.
+
+    The trainer continues the spec stored in the checkpoint; the job file's spec follows it."""
     if run.status is Status.RUNNING:
         raise RunError(f"{run.name} is still training.")
     if not run.has_checkpoint:
         raise RunError(
             f"{run.name} has no checkpoint to resume from (it ended before its first step); start a new run."
         )
-    total = epochs or run.epochs
+    spec = read_spec(run.path)
+    spec = spec.with_values({"train": {"epochs": epochs}}) if epochs else spec
     with _lock(run.path.parent):
         _check_capacity(run.path.parent)
-        pid, command = _launch(run.path, ["--resume", "--epochs", str(total), *_common_flags(run.options)])
+        flags = ["--resume", "--epochs", str(spec.train.epochs), *runtime_argv(run.runtime)]
+        pid, command = _launch(run.path, flags)
         job = json.loads((run.path / JOB_FILE).read_text())
-        _write_job(run.path, job | {"pid": pid, "command": command, "epochs": total, "resumed": time.time()})
+        job |= {"spec": spec.to_dict(), "pid": pid, "command": command, "resumed": time.time()}
+        _write_job(run.path, job)
     return read_run(run.path)
 
 
-def stop_run(run: Run, timeout: float = 2.0) -> None:
+def stop_run(run: Run) -> None:
     """Ask the trainer to stop (SIGTERM): it finishes its step, saves a checkpoint and exits 0."""
-    deadline = time.monotonic() + timeout
-    while not (run.path / PID_FILE).is_file() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the wrapper has not written the trainer's pid yet
-    pid = _read_int(run.path / PID_FILE)
-    if pid is None or not _alive(pid, run.path):
+    if run.pid is None or not _alive(run.pid) or read_outcome(run.path) is not None:
         raise RunError(f"{run.name} is not training (status: {read_run(run.path).status}).")
-    os.kill(pid, signal.SIGTERM)
+    os.kill(run.pid, signal.SIGTERM)
 
 
 # ---------------------------------------------------------------- status
 
 
-def _read_int(file: Path) -> int | None:
-    try:
-        return int(file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int, folder: Path) -> bool:
-    """Whether pid is running and really is this run's process (not a reused pid, not a zombie)."""
-    if pid in _CHILDREN and _CHILDREN[pid].poll() is not None:
-        del _CHILDREN[pid]  # our own child, reaped: it has ended
-        return False
+def _alive(pid: int) -> bool:
+    """Whether the process lives: our own child by polling it (which reaps it), another by signal 0."""
+    if pid in _CHILDREN:
+        return _CHILDREN[pid].poll() is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return False  # someone else's process reusing the pid
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.parent.parent.is_dir():
-        return True  # no /proc (macOS): trust the pid
-    try:
-        command = cmdline.read_bytes()
-        zombie = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-    # An empty command line that is not a zombie's: a process we have just started, still exec'ing.
-    return str(folder).encode() in command or (not command and not zombie)
+    return True
 
 
-def _outcome(folder: Path, exit_code: int | None, last_event: str | None) -> tuple[Status, str]:
-    """Status and message of a run whose process has ended."""
-    errors = [
-        line.removeprefix("error: ")
-        for line in tail_lines(folder / LOG_FILE, 50)
-        if line.startswith("error: ")
-    ]
-    error = errors[-1] if errors else ""
-    if exit_code == 0 and last_event == "interrupted":
-        return Status.STOPPED, "Stopped; resume it to continue."
-    if exit_code == 0:
-        return Status.FINISHED, ""
-    if exit_code == 128 + signal.SIGTERM:
-        return Status.STOPPED, "Stopped before training began (no checkpoint)."
-    if "The loss became" in error:
-        return Status.DIVERGED, error
-    if exit_code is None:
-        return (
-            Status.FAILED,
-            error or "The training process ended without recording its exit status (killed?).",
-        )
-    return Status.FAILED, error or f"The trainer exited with status {exit_code}; see its log."
+def _status(folder: Path, pid: int | None) -> tuple[Status, str]:
+    """The outcome the trainer recorded; running while it lives without one; else failed."""
+    outcome = read_outcome(folder)
+    if outcome is not None:
+        return Status(outcome.status), outcome.message
+    if pid is not None and _alive(pid):
+        return Status.RUNNING, ""
+    return Status.FAILED, "The trainer ended without recording an outcome (killed?)."
 
 
 def read_run(folder: str | Path) -> Run:
     """A run as it stands now, from its folder."""
     folder = Path(folder)
     job = json.loads((folder / JOB_FILE).read_text())
-    pid, exit_code = job.get("pid"), _read_int(folder / EXIT_FILE)
-    if exit_code is None and pid is not None and _alive(pid, folder):
-        status, message = Status.RUNNING, ""
-    else:
-        records = read_metrics(folder)
-        status, message = _outcome(folder, exit_code, records[-1]["event"] if records else None)
+    pid = job.get("pid")
+    status, message = _status(folder, pid)
+    child = _CHILDREN.get(pid) if pid is not None else None
     return Run(
-        name=folder.name, path=folder, status=status, options=_options(job),
-        started=job.get("started", 0.0), epochs=job.get("epochs", 0), pid=pid, command=job.get("command", []),
-        exit_code=exit_code, message=message,
-    )  # fmt: skip
+        name=folder.name,
+        path=folder,
+        status=status,
+        spec=_job_spec(job),
+        runtime=Runtime(**job.get("runtime", {})),
+        started=job.get("started", 0.0),
+        pid=pid,
+        command=job.get("command", []),
+        exit_code=child.returncode if child else None,
+        message=message,
+    )
 
 
-def _options(job: dict) -> RunOptions:
-    """The stored options, without re-validating them (the data folder may have moved since)."""
-    options, stored = object.__new__(RunOptions), job["options"]
-    for f in fields(RunOptions):
-        value = stored.get(f.name, f.default)
-        object.__setattr__(options, f.name, tuple(value) if f.name == "hidden" else value)
-    return options
+def _job_spec(job: dict) -> RunSpec:
+    """The spec of a job file; RunError naming the file if it holds none that is valid."""
+    try:
+        return RunSpec.from_dict(job["spec"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunError(f"The job file of {job.get('name', '?')} holds no valid run spec: {e}") from e
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
@@ -381,22 +298,6 @@ def list_runs(root: str | Path | None = None) -> list[Run]:
 
 
 # ---------------------------------------------------------------- following a run
-
-
-def read_metrics(run: Run | str | Path) -> list[dict]:
-    """The records of metrics.jsonl so far; a last line still being written is left out."""
-    folder = run.path if isinstance(run, Run) else Path(run)
-    try:
-        text = (folder / METRICS_FILE).read_text()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in text.split("\n")[:-1]:  # the part after the last newline is incomplete
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def tail_lines(file: Path, n: int, max_bytes: int = 65536) -> list[str]:
@@ -428,11 +329,10 @@ class Progress:
         return min(1.0, self.epoch / self.epochs) if self.epochs else 0.0
 
 
-def progress(run: Run, records: list[dict]) -> Progress:
+def progress(run: Run, records: list[Record]) -> Progress:
     """Progress from the latest record; the ETA extrapolates the wall time per epoch so far."""
     if not records:
         return Progress(0.0, run.epochs, None)
-    last = records[-1]
-    epoch, wall = float(last["epoch"]), float(last.get("wall_time", 0.0))
+    epoch, wall = float(records[-1].epoch), float(records[-1].wall_time)
     eta = wall / epoch * max(run.epochs - epoch, 0.0) if epoch > 0 and run.status is Status.RUNNING else None
     return Progress(epoch, run.epochs, eta)

@@ -7,43 +7,22 @@ Bernoullis whose decoder returns logits. The objective lives in `vae_core.object
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-ARCHITECTURES = ("mlp", "conv")
-ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+from vae_core.spec import ARCHITECTURES as ARCHITECTURES  # re-exported with the config
+from vae_core.spec import RunSpec, VAEConfig
 
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """Everything needed to rebuild a model; stored inside every checkpoint."""
-
-    arch: str = "mlp"
-    latent_dim: int = 20
-    # mlp: widths of the hidden layers; conv: channels of each stride-2 convolution
-    hidden: tuple[int, ...] = (400,)
-    activation: str = "relu"
-    image_shape: tuple[int, int, int] = (1, 28, 28)
-
-    def __post_init__(self) -> None:
-        # Checkpoints store lists; a frozen dataclass must still compare and hash as tuples.
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
-        if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden needs one or more positive sizes, got {self.hidden}")
-        if len(self.image_shape) != 3:
-            raise ValueError(f"image_shape is (channels, height, width), got {self.image_shape}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# The module of each activation the spec offers (vae_core.spec.ACTIVATIONS names them).
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+}
 
 
 def _mlp(sizes: list[int], activation: type[nn.Module]) -> list[nn.Module]:
@@ -110,12 +89,15 @@ def _build_conv(config: VAEConfig, act: type[nn.Module]) -> tuple[nn.Module, nn.
 class CheckpointMeta:
     """What a checkpoint says about the model besides its weights (filled by `load_checkpoint`)."""
 
-    dataset: str = ""
-    train_config: dict = field(default_factory=dict)
+    spec: RunSpec = field(default_factory=RunSpec)  # how the model was trained, typed
     metrics: dict = field(default_factory=dict)
     epoch: int = 0
     step: int = 0
     path: str = ""
+
+    @property
+    def dataset(self) -> str:
+        return self.spec.data.name
 
 
 class VAE(nn.Module):
@@ -124,7 +106,7 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        self.meta = CheckpointMeta()
+        self.meta = CheckpointMeta(spec=RunSpec(model=config))
         build = _build_mlp if config.arch == "mlp" else _build_conv
         self.encoder, self.decoder = build(config, ACTIVATIONS[config.activation])
 

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -27,82 +27,37 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vae_core.backprop import MLPBackprop
 from vae_core.checkpoint import (
-    METRICS_FILE,
     STATE_FILE,
     CheckpointError,
-    append_jsonl,
     atomic_save,
     model_file,
     read_checkpoint,
+    read_spec,
     safe_load,
     save_checkpoint,
 )
-from vae_core.data import BINARIZE, ImageSet, load_images, to_float
+from vae_core.data import ImageSet, load_images, to_float
 from vae_core.device import pick_device
 from vae_core.distributed import World, join, leave
 from vae_core.evaluation import eval_inputs, summarize
-from vae_core.model import VAE, VAEConfig
+from vae_core.model import VAE
 from vae_core.objective import elbo_terms
+from vae_core.records import EpochRecord, Record, StepRecord, append_record, truncate_metrics
+from vae_core.spec import LR_SCHEDULES as LR_SCHEDULES  # re-exported: the options' choices
+from vae_core.spec import PRECISIONS as PRECISIONS
+from vae_core.spec import RunSpec
+from vae_core.spec import TrainConfig as TrainConfig
 
-Callback = Callable[[dict], None]
+Callback = Callable[[Record], None]
 EpochHook = Callable[[VAE, int], None]
-LR_SCHEDULES = ("constant", "cosine")
-# fp32: every product in float32. bf16: mixed precision; the matrix products take bfloat16 operands
-# and accumulate in float32, while the weights, Adam's state, the loss and its gradient at the
-# logits stay float32. It halves the products' time on CPUs with AVX512-BF16 or AMX and on GPUs
-# with bfloat16 tensor cores; elsewhere it is emulated, or left to float32, and no faster.
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a model is trained; stored in its checkpoint. Batch size is the global batch."""
-
-    dataset: str = "mnist"
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    min_lr: float = 0.0
-    beta: float = 1.0
-    warmup_epochs: float = 0.0
-    binarize: str = "dynamic"
-    seed: int = 0
-    log_every: int = 20
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        if self.binarize not in BINARIZE:
-            raise ValueError(f"binarize must be one of {BINARIZE}, got {self.binarize!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        for name in ("epochs", "batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.beta >= 0 and self.warmup_epochs >= 0):
-            raise ValueError("lr must be > 0, beta >= 0 and warmup_epochs >= 0")
-
-    def beta_at(self, epoch: float) -> float:
-        """β, ramped linearly from 0 over the warm-up epochs."""
-        if self.warmup_epochs == 0:
-            return self.beta
-        return self.beta * min(1.0, epoch / self.warmup_epochs)
-
-    @property
-    def products(self) -> torch.dtype:
-        """The dtype the matrix products take their operands in."""
-        return torch.bfloat16 if self.precision == "bf16" else torch.float32
-
-    def lr_at(self, epoch: float) -> float:
-        if self.lr_schedule == "constant":
-            return self.lr
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * epoch / self.epochs))
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    def __init__(self, message: str, *, epoch: int = 0, step: int = 0) -> None:
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
 
 
 @dataclass
@@ -154,7 +109,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def _save(out: Path, trainer: _Trainer) -> None:
-    """Training state first, then the model file, each atomically: a crash between them is harmless."""
+    """Training state first, then the model file, each atomically. Both carry the step, so a crash
+    between the two writes (a torn pair) is caught when resuming."""
     atomic_save(
         {
             "position": asdict(trainer.pos),
@@ -165,32 +121,33 @@ def _save(out: Path, trainer: _Trainer) -> None:
         out / STATE_FILE,
     )
     save_checkpoint(
-        out,
-        trainer.model,
-        dataset=trainer.config.dataset,
-        train_config=asdict(trainer.config),
-        metrics=trainer.metrics,
-        epoch=trainer.pos.epoch,
+        out, trainer.model, spec=trainer.spec, metrics=trainer.metrics, epoch=trainer.pos.epoch,
         step=trainer.pos.step,
-    )
+    )  # fmt: skip
 
 
 def _restore(out: Path, model: VAE, opt: torch.optim.Optimizer) -> tuple[Position, dict]:
     ckpt = read_checkpoint(out)
     state = safe_load(out / STATE_FILE)
+    position = Position(**state["position"])
+    if position.step != ckpt.get("step"):
+        raise CheckpointError(
+            f"Cannot resume {out}: {STATE_FILE} is at step {position.step} but {model_file(out).name} at "
+            f"step {ckpt.get('step')}, so the pair is torn (a crash between their writes). The model file "
+            f"still loads for exploring; start a new run to train further."
+        )
     model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["cpu_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return Position(**state["position"]), ckpt["metrics"]
+    return position, ckpt["metrics"]
 
 
-def resume_configs(out: str | Path, epochs: int | None = None) -> tuple[VAEConfig, TrainConfig]:
-    """The model and training config stored in a checkpoint, optionally with a new epoch total."""
-    ckpt = read_checkpoint(out)
-    config = TrainConfig(**ckpt["train_config"])
-    return VAEConfig(**ckpt["model_config"]), replace(config, epochs=epochs or config.epochs)
+def resume_spec(out: str | Path, epochs: int | None = None) -> RunSpec:
+    """The spec stored in a checkpoint, optionally with a new epoch total."""
+    spec = read_spec(out)
+    return spec.with_values({"train": {"epochs": epochs}}) if epochs else spec
 
 
 class _Objective(nn.Module):
@@ -231,8 +188,9 @@ class _Meter:
 class _Trainer:
     """One training run: the model, its optimizer, where it stands, and how it reports."""
 
-    def __init__(self, model: VAE, config: TrainConfig, out: Path, world: World) -> None:
-        self.model, self.config, self.out, self.world = model, config, out, world
+    def __init__(self, model: VAE, spec: RunSpec, out: Path, world: World) -> None:
+        self.model, self.spec, self.config, self.out, self.world = model, spec, spec.train, out, world
+        config = spec.train
         self.device = model.device
         # The fused kernel updates each tensor in one pass: 20% faster steps on CPU than the for-loop.
         fused = self.device.type in ("cpu", "cuda")
@@ -251,6 +209,8 @@ class _Trainer:
 
     def restore(self) -> None:
         self.pos, self.metrics = _restore(self.out, self.model, self.opt)
+        if self.world.is_main:  # records past the checkpoint are logged again from here
+            truncate_metrics(self.out, self.pos.step)
 
     def run(self, images: torch.Tensor, test_x: torch.Tensor) -> FitResult:
         """Train until the configured epoch total, or until SIGINT/SIGTERM."""
@@ -286,7 +246,7 @@ class _Trainer:
             batch = order[pos.batch * config.batch_size : (pos.batch + 1) * config.batch_size]
             # index_select gathers the rows 8x faster than images[...] (5 against 40 us a batch here)
             rows = images.index_select(0, batch[world.rank :: world.size])
-            self.step(to_float(rows, config.binarize))
+            self.step(to_float(rows, self.spec.data.binarize))
             pos.batch, pos.step = pos.batch + 1, pos.step + 1
             at_log = pos.step % config.log_every == 0
             # Ranks must stop at the same step: under DDP they agree at each log step.
@@ -320,10 +280,11 @@ class _Trainer:
         record = self.read_meter()
         rate = self.clock.samples_per_s(self.pos.step, self.config.batch_size)
         self.emit(
-            {"event": "step", "step": self.pos.step, "epoch": self.pos.epoch + self.pos.batch / self.steps}
-            | record
-            | {"beta": self.beta, "lr": self.lr, "samples_per_s": rate, "wall_time": self.clock.wall_time()}
-        )
+            StepRecord(
+                step=self.pos.step, epoch=self.pos.epoch + self.pos.batch / self.steps, **record,
+                beta=self.beta, lr=self.lr, samples_per_s=rate, wall_time=self.clock.wall_time(),
+            )
+        )  # fmt: skip
 
     def finish_epoch(self, test_x: torch.Tensor) -> None:
         """After an epoch (or an interruption): measure on the test set, save, report."""
@@ -338,12 +299,13 @@ class _Trainer:
         self.world.barrier()
         m, pos = self.metrics, self.pos
         self.emit(
-            {"event": "interrupted" if self.interrupted else "epoch", "step": pos.step}
-            | {"epoch": pos.epoch + pos.batch / self.steps}
-            | {f"test_{k}": m.get(k) for k in ("elbo", "recon", "kl")}
-            | {"active_units": m.get("active_units"), "beta": self.beta, "lr": self.lr}
-            | {"wall_time": pos.wall_time}
-        )
+            EpochRecord(
+                step=pos.step, epoch=pos.epoch + pos.batch / self.steps, test_elbo=m.get("elbo"),
+                test_recon=m.get("recon"), test_kl=m.get("kl"), active_units=m.get("active_units"),
+                beta=self.beta, lr=self.lr, wall_time=pos.wall_time,
+                event="interrupted" if self.interrupted else "epoch",
+            )
+        )  # fmt: skip
         if self.on_epoch and self.world.is_main and not self.interrupted:
             self.on_epoch(self.model.eval(), pos.epoch)
 
@@ -352,9 +314,9 @@ class _Trainer:
         device = f"{self.device.type} x{world.size}" if world.distributed else str(self.device)
         return {"device": device, "wall_time": self.pos.wall_time}
 
-    def emit(self, record: dict) -> None:
+    def emit(self, record: Record) -> None:
         if self.world.is_main:
-            append_jsonl(self.out / METRICS_FILE, record)
+            append_record(self.out, record)
             if self.callback:
                 self.callback(record)
 
@@ -382,8 +344,7 @@ class _Clock:
 
 
 def fit(
-    model_config: VAEConfig,
-    config: TrainConfig,
+    spec: RunSpec,
     out: str | Path,
     *,
     data_dir: str | Path | None = None,
@@ -396,28 +357,33 @@ def fit(
 ) -> FitResult:
     """Train a VAE and write its checkpoint folder `out`; returns the model and how it ended.
 
-    The callback receives each record written to metrics.jsonl: `{"event": "step", ...}` every
-    `log_every` steps and `{"event": "epoch", ...}` with test metrics after every epoch; `on_epoch`
+    The callback receives each record written to metrics.jsonl: a `StepRecord` every `log_every`
+    steps and an `EpochRecord` with test metrics after every epoch; `on_epoch`
     gets the model (in eval mode) and the epoch number after each epoch's checkpoint. Under
     torchrun, only rank 0 writes, calls back and returns the metrics.
     """
     out = Path(out)
+    check_out(out, resume)
+    world, dev = join(pick_device(device))
+    try:
+        train_set = train_set or load_images(spec.data.name, "train", data_dir)
+        test_set = test_set or load_images(spec.data.name, "test", data_dir)
+        torch.manual_seed(spec.train.seed)
+        trainer = _Trainer(VAE(spec.model).to(dev), spec, out, world)
+        trainer.callback, trainer.on_epoch = callback, on_epoch
+        if resume:
+            trainer.restore()
+        return trainer.run(train_set.images.to(dev), eval_inputs(test_set, spec.data.binarize).to(dev))
+    finally:
+        leave(world)
+
+
+def check_out(out: str | Path, resume: bool) -> None:
+    """Refuse to train over an existing checkpoint unless resuming it."""
     if not resume and model_file(out).exists():
         raise CheckpointError(
             f"{out} already holds a checkpoint: pass --resume to continue it, or pick another --out"
         )
-    world, dev = join(pick_device(device))
-    try:
-        train_set = train_set or load_images(config.dataset, "train", data_dir)
-        test_set = test_set or load_images(config.dataset, "test", data_dir)
-        torch.manual_seed(config.seed)
-        trainer = _Trainer(VAE(model_config).to(dev), config, out, world)
-        trainer.callback, trainer.on_epoch = callback, on_epoch
-        if resume:
-            trainer.restore()
-        return trainer.run(train_set.images.to(dev), eval_inputs(test_set, config.binarize).to(dev))
-    finally:
-        leave(world)
 
 
 def _check_finite(record: dict, pos: Position, out: Path) -> None:
@@ -426,5 +392,7 @@ def _check_finite(record: dict, pos: Position, out: Path) -> None:
         raise TrainingDiverged(
             f"The loss became {record[bad[0]]} ({', '.join(bad)}) at step {pos.step}, epoch {pos.epoch + 1}. "
             f"Training stopped; the last good checkpoint (if any) is kept in {out}. "
-            f"Try a lower --lr or a KL warm-up (--warmup-epochs)."
+            f"Try a lower --lr or a KL warm-up (--warmup-epochs).",
+            epoch=pos.epoch,
+            step=pos.step,
         )
