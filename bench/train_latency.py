@@ -23,17 +23,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from ui_latency import percentiles, slider_step  # noqa: E402  (sets torch to one thread, as in the app)
 
-from vae_core import jobs, load_checkpoint  # noqa: E402
+from vae_core import RunSpec, jobs, load_checkpoint, read_metrics  # noqa: E402
 
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"
 
 
 def start_background_run(root: Path, data_dir: str | None) -> jobs.Run:
     """A real MLP run on MNIST through the job manager; returns once it logs training steps."""
-    options = jobs.RunOptions(hidden=(400,), latent_dim=20, epochs=50, data_dir=data_dir, device="cpu")
-    run = jobs.start_run("bench", options, root)
+    spec = RunSpec.from_values({"model": {"hidden": (400,), "latent_dim": 20}, "train": {"epochs": 50}})
+    run = jobs.start_run("bench", spec, root, data_dir=data_dir, device="cpu")
     deadline = time.monotonic() + 300
-    while not any(r["event"] == "step" for r in jobs.read_metrics(run)):
+    while not any(r.event == "step" for r in read_metrics(run.path)):
         if jobs.read_run(run.path).status is not jobs.Status.RUNNING or time.monotonic() > deadline:
             sys.exit(f"the background run did not start training:\n{jobs.tail_log(run)}")
         time.sleep(0.5)
@@ -58,7 +58,7 @@ def main() -> None:
         run = start_background_run(Path(root), args.data_dir)
         try:
             results["while training"] = percentiles(step, args.settings)
-            samples = [r["samples_per_s"] for r in jobs.read_metrics(run) if r["event"] == "step"]
+            samples = [r.samples_per_s for r in read_metrics(run.path) if r.event == "step"]
         finally:
             jobs.stop_run(run)
             while jobs.read_run(run.path).status is jobs.Status.RUNNING:

@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 def row(path: Path) -> str:
     model = load_checkpoint(path)
-    c, m, t = model.config, model.meta.metrics, model.meta.train_config
+    c, m, spec = model.config, model.meta.metrics, model.meta.spec
     nll = f"{m['nll']:.2f} (k={m['nll_k']})" if "nll" in m else "–"
     hidden = "-".join(map(str, c.hidden))
     return (
@@ -23,7 +23,7 @@ def row(path: Path) -> str:
         f"| {model.meta.epoch} | {m.get('device', '?')}, {m.get('wall_time', 0) / 60:.0f} min "
         f"| {m['elbo']:.2f} ({m['recon']:.2f} + {m['kl']:.2f}) | {nll} "
         f"| {m['active_units']}/{c.latent_dim} "
-        f"| {t['binarize']}, β={t['beta']}, lr {t['lr']:g} {t['lr_schedule']} |"
+        f"| {spec.data.binarize}, β={spec.train.beta}, lr {spec.train.lr:g} {spec.train.lr_schedule} |"
     )
 
 

@@ -5,18 +5,19 @@ stop it; the page only reads the run's files, refreshing every few seconds while
 """
 
 import os
+from dataclasses import asdict
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
+from streamlit.delta_generator import DeltaGenerator
 
 import explorer as ui
 from vae_core import DATASETS, jobs, timelapse
-from vae_core.data import BINARIZE
-from vae_core.jobs import Run, RunError, RunOptions, Status
-from vae_core.model import ARCHITECTURES
-from vae_core.training import PRECISIONS
+from vae_core.jobs import Run, RunError, Status
+from vae_core.records import EpochRecord, Record, StepRecord, read_metrics
+from vae_core.spec import FormField, RunSpec, form_fields, parse_ints
 
 REFRESH_S = float(os.environ.get("VAE_TRAIN_REFRESH_S", "2"))  # how often a training run is re-read
 BADGES = {
@@ -33,40 +34,52 @@ ui.page("Train")  # the picker too: a finished run can be opened from here
 # ---------------------------------------------------------------- starting a run
 
 
+def spec_widget(box: DeltaGenerator, f: FormField) -> object:
+    """The widget of one spec option, from its declaration: choices, a number range, or a list."""
+    opt, key = f.option, f"t_{f.key}"
+    if opt.choices:
+        index = opt.choices.index(f.default)
+        if len(opt.choices) <= 3:
+            return box.radio(opt.label, opt.choices, index, key=key, horizontal=True, help=opt.help)
+        return box.selectbox(opt.label, opt.choices, index, key=key, help=opt.help)
+    if f.kind is tuple:  # several whole numbers, typed as text and read by parse_ints
+        return box.text_input(opt.label, " ".join(map(str, f.default)), key=key, help=opt.help)
+    if f.kind is int:
+        return box.number_input(opt.label, int(opt.min), int(opt.max), f.default, key=key, help=opt.help)
+    step = opt.step or 0.01
+    return box.number_input(
+        opt.label, float(opt.min), float(opt.max), float(f.default), step=step, format="%g", key=key,
+        help=opt.help,
+    )  # fmt: skip
+
+
+def spec_columns() -> dict[str, list[DeltaGenerator]]:
+    """Where each section's widgets go: data and model a column each, training two."""
+    data, model, *train = st.columns(4)
+    return {"data": [data], "model": [model], "train": train}
+
+
+def read_form(values: dict[tuple[str, str], object]) -> RunSpec:
+    """The spec the form's values describe; ValueError naming the option if one is out of range."""
+    by_section: dict[str, dict[str, object]] = {}
+    for f in form_fields():
+        value = values[f.section, f.name]
+        by_section.setdefault(f.section, {})[f.name] = (
+            parse_ints(value, f.option.label) if f.kind is tuple else value
+        )
+    return RunSpec.from_values(by_section)
+
+
 def new_run_form() -> None:
     with st.form("new_run"):
-        model, objective, schedule, run = st.columns(4)
-        dataset = model.selectbox("dataset", list(DATASETS), key="t_dataset")
-        arch = model.radio("architecture", ARCHITECTURES, key="t_arch", horizontal=True)
-        hidden = model.text_input(
-            "hidden sizes",
-            "400",
-            key="t_hidden",
-            help="mlp: layer widths; conv: channels per stride-2 convolution, e.g. 32 64",
-        )
-        latent_dim = objective.number_input("latent dim", 1, 512, 2, key="t_latent_dim")
-        beta = objective.number_input("β (KL weight)", 0.0, 1000.0, 1.0, step=0.5, key="t_beta")
-        warmup = objective.number_input(
-            "KL warm-up (epochs)",
-            0.0,
-            1000.0,
-            0.0,
-            step=1.0,
-            key="t_warmup",
-            help="β ramps up linearly from 0 over these epochs",
-        )
-        epochs = schedule.number_input("epochs", 1, 100_000, 10, key="t_epochs")
-        batch_size = schedule.number_input("batch size (images / step)", 1, 65_536, 128, key="t_batch")
-        lr = schedule.number_input("learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.5f", key="t_lr")
-        binarize = run.radio(
-            "binarisation",
-            BINARIZE,
-            key="t_binarize",
-            horizontal=True,
-            help="dynamic: a new Bernoulli sample of every pixel in every batch",
-        )
-        seed = run.number_input("seed", 0, 2**31 - 1, 0, key="t_seed")
-        name = run.text_input(
+        columns, values = spec_columns(), {}
+        sections = {section: [f for f in form_fields() if f.section == section] for section in columns}
+        for section, section_fields in sections.items():
+            boxes = columns[section]
+            per_box = -(-len(section_fields) // len(boxes))
+            for i, f in enumerate(section_fields):
+                values[f.section, f.name] = spec_widget(boxes[i // per_box], f)
+        name = columns["data"][0].text_input(
             "run name",
             key="t_name",
             placeholder="e.g. mnist-2d-beta4",
@@ -80,36 +93,12 @@ def new_run_form() -> None:
                 "files; empty: look it up ($VAE_DATA_DIR, data/, download)",
             )
             device = st.selectbox("device", ["auto", "cpu", "cuda", "mps"], key="t_device")
-            precision = st.radio(
-                "precision",
-                PRECISIONS,
-                key="t_precision",
-                horizontal=True,
-                help="bf16: mixed precision, matrix products on bfloat16 operands, weights and loss in "
-                "float32. Faster on CPUs with AVX512-BF16 or AMX and on GPUs with bfloat16 tensor "
-                "cores; slower elsewhere. Test metrics are always float32.",
-            )
         if not st.form_submit_button("Start training", type="primary"):
             return
     try:
-        options = RunOptions(
-            dataset=dataset,
-            arch=arch,
-            hidden=jobs.parse_hidden(hidden),
-            latent_dim=latent_dim,
-            beta=beta,
-            warmup_epochs=warmup,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            binarize=binarize,
-            seed=seed,
-            data_dir=data_dir.strip() or None,
-            device=device,
-            precision=precision,
-        )
-        started = jobs.start_run(name, options)
-    except ValueError as e:  # RunError and the configs' own checks
+        spec = read_form(values)
+        started = jobs.start_run(name, spec, data_dir=data_dir.strip() or None, device=device)
+    except ValueError as e:  # RunError and the spec's own checks
         st.error(str(e))
         return
     except OSError as e:
@@ -122,10 +111,10 @@ def new_run_form() -> None:
 # ---------------------------------------------------------------- following a run
 
 
-def curves(records: list[dict]) -> go.Figure:
+def curves(records: list[Record]) -> go.Figure:
     """Train terms per logged step, test terms per epoch, β, throughput and learning rate, by epoch."""
-    steps = pd.DataFrame([r for r in records if r["event"] == "step"])
-    tests = pd.DataFrame([r for r in records if r["event"] != "step"])
+    steps = pd.DataFrame([asdict(r) for r in records if isinstance(r, StepRecord)])
+    tests = pd.DataFrame([asdict(r) for r in records if isinstance(r, EpochRecord)])
     titles = (
         "ELBO (nats / image)",
         "reconstruction −log p(x|z) (nats / image)",
@@ -174,7 +163,10 @@ def controls(run: Run) -> None:
                 st.toast(f"Asked {run.name} to stop; it saves after its current step.")
         elif run.has_checkpoint:
             left, right = st.columns([1, 2])
-            total = left.number_input("train to epoch", 1, 100_000, run.epochs, key=f"t_total_{run.name}")
+            epochs = next(f.option for f in form_fields() if f.name == "epochs")
+            total = left.number_input(
+                "train to epoch", int(epochs.min), int(epochs.max), run.epochs, key=f"t_total_{run.name}"
+            )
             if right.button("Resume", key="t_resume"):
                 jobs.resume_run(run, epochs=total)
                 st.rerun()
@@ -182,23 +174,23 @@ def controls(run: Run) -> None:
         st.error(str(e))
 
 
-def summary(run: Run, records: list[dict]) -> None:
+def summary(run: Run, records: list[Record]) -> None:
     progress = jobs.progress(run, records)
     st.markdown(f"**{run.name}** · :{BADGES[run.status]}-badge[{run.status}]")
     st.progress(
         progress.fraction,
         text=f"epoch {progress.epoch:.2f} of {progress.epochs} · time left ≈ {duration(progress.eta_s)}",
     )
-    last_step = next((r for r in reversed(records) if r["event"] == "step"), None)
-    last_test = next((r for r in reversed(records) if r["event"] != "step"), None)
+    last_step = next((r for r in reversed(records) if isinstance(r, StepRecord)), None)
+    last_test = next((r for r in reversed(records) if isinstance(r, EpochRecord)), None)
     cells = st.columns(5)
     if last_step:
-        cells[0].metric("train ELBO (nats / image)", f"{last_step['elbo']:.2f}")
-        cells[3].metric("throughput (images / s)", f"{last_step['samples_per_s']:.0f}")
-        cells[4].metric("β", f"{last_step['beta']:.3g}")
-    if last_test:
-        cells[1].metric("test ELBO (nats / image)", f"{last_test['test_elbo']:.2f}")
-        cells[2].metric("test recon + KL", f"{last_test['test_recon']:.1f} + {last_test['test_kl']:.1f}")
+        cells[0].metric("train ELBO (nats / image)", f"{last_step.elbo:.2f}")
+        cells[3].metric("throughput (images / s)", f"{last_step.samples_per_s:.0f}")
+        cells[4].metric("β", f"{last_step.beta:.3g}")
+    if last_test and last_test.test_elbo is not None:
+        cells[1].metric("test ELBO (nats / image)", f"{last_test.test_elbo:.2f}")
+        cells[2].metric("test recon + KL", f"{last_test.test_recon:.1f} + {last_test.test_kl:.1f}")
 
 
 def outcome(run: Run) -> None:
@@ -242,7 +234,7 @@ def timelapse_view(run: Run) -> None:
         fig = ui.latent_map(
             points=snap.points,
             labels=snap.labels,
-            classes=DATASETS[run.options.dataset].classes,
+            classes=DATASETS[run.spec.data.name].classes,
             titles=snap.axis_titles,
         )
         fig.update_layout(height=440)
@@ -258,12 +250,12 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
         {
             "run": [r.name for r in runs],
             "status": [str(r.status) for r in runs],
-            "dataset": [r.options.dataset for r in runs],
+            "dataset": [r.spec.data.name for r in runs],
             "model": [
-                f"{r.options.arch} {'×'.join(map(str, r.options.hidden))}, z {r.options.latent_dim}"
+                f"{r.spec.model.arch} {'×'.join(map(str, r.spec.model.hidden))}, z {r.spec.model.latent_dim}"
                 for r in runs
             ],
-            "β": [r.options.beta for r in runs],
+            "β": [r.spec.train.beta for r in runs],
             "epochs": [r.epochs for r in runs],
             "started": pd.to_datetime([r.started for r in runs], unit="s").strftime("%Y-%m-%d %H:%M"),
         }
@@ -279,7 +271,7 @@ def follow(name: str) -> None:
         run = jobs.read_run(jobs.runs_dir() / name)
         if live and run.status is not Status.RUNNING:
             st.rerun()  # it has ended: redraw the whole page once, then stop polling
-        records = jobs.read_metrics(run)
+        records = read_metrics(run.path)
         summary(run, records)
         controls(run)
         outcome(run)

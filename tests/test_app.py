@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import vae_core.data
-from vae_core import VAE, TrainConfig, VAEConfig, save_checkpoint
+from vae_core import VAE, RunSpec, TrainConfig, VAEConfig, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = "checkpoints/mnist-2d"
@@ -40,8 +39,7 @@ def make_checkpoint(path: Path, latent_dim: int) -> str:
     save_checkpoint(
         path,
         model,
-        dataset="mnist",
-        train_config=asdict(TrainConfig(precision="bf16")),
+        spec=RunSpec(model=model.config, train=TrainConfig(precision="bf16")),
         metrics=metrics,
         epoch=1,
         step=10,

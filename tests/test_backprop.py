@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_core import VAE, ImageSet, TrainConfig, VAEConfig, elbo_terms, fit, training
+from vae_core import VAE, ImageSet, RunSpec, TrainConfig, VAEConfig, elbo_terms, fit, training
 from vae_core.backprop import MLPBackprop
 
 MLPS = [
@@ -73,11 +73,11 @@ def test_training_matches_the_autograd_trainer(
 ) -> None:
     """Two epochs with the written-out gradient end at the weights autograd's trainer reaches from the
     same seed (same noise, same batches), up to float32 rounding."""
-    model, config = MLPS[2], TrainConfig(epochs=2, batch_size=64, log_every=4, beta=0.5)
+    config = RunSpec(model=MLPS[2], train=TrainConfig(epochs=2, batch_size=64, log_every=4, beta=0.5))
     train, test = tiny_data
-    explicit = fit(model, config, tmp_path / "a", train_set=train, test_set=test, device="cpu")
+    explicit = fit(config, tmp_path / "a", train_set=train, test_set=test, device="cpu")
     monkeypatch.setattr(training.MLPBackprop, "supports", staticmethod(lambda model: False))
-    taped = fit(model, config, tmp_path / "b", train_set=train, test_set=test, device="cpu")
+    taped = fit(config, tmp_path / "b", train_set=train, test_set=test, device="cpu")
     for p, q in zip(explicit.model.parameters(), taped.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
     assert explicit.metrics["elbo"] == pytest.approx(taped.metrics["elbo"], abs=1e-3)

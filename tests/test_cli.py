@@ -130,8 +130,32 @@ def test_resume_extends_training(tmp_path: Path, capsys: pytest.CaptureFixture) 
     from vae_core import load_checkpoint
 
     model = load_checkpoint(out)
-    assert model.meta.epoch == 3 and model.meta.train_config["lr"] == 3e-3
-    assert model.meta.train_config["precision"] == "bf16"
+    assert model.meta.epoch == 3 and model.meta.spec.train.lr == 3e-3
+    assert model.meta.spec.train.precision == "bf16" and model.meta.spec.train.epochs == 3
+    assert main([*base, "--epochs", "4", "--resume", "--beta", "2"]) == 1  # only --epochs may change
+    assert "--beta differ" in capsys.readouterr().err and load_checkpoint(out).meta.epoch == 3
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "0"], "epochs must be between 1 and 100000, got 0"),
+        (["--threads", "0"], "threads must be between 1 and 1024, got 0"),
+        (["--threads", "-1"], "threads must be between 1 and 1024, got -1"),
+        (["--seed", "-3"], "seed must be between 0 and 2147483647, got -3"),
+        (["--latent-dim", "100000"], "latent_dim must be between 1 and 512, got 100000"),
+        (["--hidden", "400", "99999999"], "hidden must be between 1 and 8192, got (400, 99999999)"),
+        (["--lr", "inf"], "lr must be a finite number, got inf"),
+    ],
+)
+def test_out_of_range_flags_are_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str], message: str
+) -> None:
+    """A value outside its option's range ends with exit 1 and an error naming the option, the value
+    and the range, before anything is written."""
+    assert main(["train", "--out", str(tmp_path / "ck"), *flags]) == 1
+    assert f"error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "ck").exists()
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:

@@ -14,11 +14,13 @@ import torch.multiprocessing as mp
 
 from tests.conftest import synthetic_images
 from tests.test_cli import ROOT, idx_folder
-from vae_core import TrainConfig, VAEConfig, fit, load_checkpoint
+from vae_core import DataSpec, RunSpec, TrainConfig, VAEConfig, fit, load_checkpoint
 from vae_core.checkpoint import METRICS_FILE
 
 MODEL = VAEConfig(arch="mlp", latent_dim=2, hidden=(32,))
-CONFIG = TrainConfig(epochs=2, batch_size=64, log_every=2, binarize="none")
+SPEC = RunSpec(
+    data=DataSpec(binarize="none"), model=MODEL, train=TrainConfig(epochs=2, batch_size=64, log_every=2)
+)
 
 
 def free_port() -> int:
@@ -38,8 +40,7 @@ def _worker(rank: int, world_size: int, port: int, tmp: str) -> None:
     )
     torch.set_num_threads(1)
     result = fit(
-        MODEL,
-        CONFIG,
+        SPEC,
         Path(tmp) / "ck",
         train_set=synthetic_images(512, 0),
         test_set=synthetic_images(128, 1, split="test"),
@@ -61,8 +62,7 @@ def test_two_ranks_stay_identical_write_one_checkpoint_and_match_one_process(tmp
     ddp = [json.loads(line) for line in (tmp_path / "ck" / METRICS_FILE).read_text().splitlines()]
     assert [r["event"] for r in ddp].count("epoch") == 2  # one writer
     single = fit(
-        MODEL,
-        CONFIG,
+        SPEC,
         tmp_path / "single",
         train_set=synthetic_images(512, 0),
         test_set=synthetic_images(128, 1, split="test"),

@@ -3,7 +3,6 @@
 import base64
 import io
 import os
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import synthetic_images
-from vae_core import VAE, TrainConfig, VAEConfig, load_checkpoint, save_checkpoint, score
+from vae_core import VAE, DataSpec, RunSpec, VAEConfig, load_checkpoint, save_checkpoint, score
 from vae_core import projection as pj
 
 
@@ -112,7 +111,7 @@ def test_encode_scores_matches_score():
     """encode_scores gives score()'s numbers on the model's evaluation inputs, with elbo = -(recon + kl)."""
     torch.manual_seed(0)
     model = VAE(VAEConfig(latent_dim=3, hidden=(16,))).eval()
-    model.meta = type("Meta", (), {"train_config": {"binarize": "none"}})()
+    model.meta.spec = RunSpec(data=DataSpec(binarize="none"), model=model.config)
     images = synthetic_images(20).images
     out = pj.encode_scores(model, images.numpy(), batch_size=7)
     expected = score(model, images.float() / 255)
@@ -148,8 +147,8 @@ def test_cache_computes_once_and_checks_the_key(cache):
 def test_cache_key_follows_the_checkpoint_file_and_sorts_parameters(tmp_path):
     """The key holds the model file and its mtime; parameters in any order give the same key."""
     path = tmp_path / "ckpt"
-    save_checkpoint(path, VAE(VAEConfig(latent_dim=2, hidden=(8,))), dataset="mnist",
-                    train_config=asdict(TrainConfig()), metrics={}, epoch=0, step=0)  # fmt: skip
+    model = VAE(VAEConfig(latent_dim=2, hidden=(8,)))
+    save_checkpoint(path, model, spec=RunSpec(model=model.config), metrics={}, epoch=0, step=0)
     a = pj.cache_key(path, "test", "umap", min_dist=0.1, n_neighbors=15)
     assert a == pj.cache_key(path / "model.pt", "test", "umap", n_neighbors=15, min_dist=0.1)
     os.utime(path / "model.pt", ns=(1, 1))

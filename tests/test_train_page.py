@@ -11,8 +11,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import synthetic_images
-from tests.test_jobs import fake_run
+from tests.test_jobs import epoch_record, fake_run, records_text, step_record
 from vae_core import VAE, VAEConfig, eval_inputs, timelapse
+from vae_core.records import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 APP, PAGE = str(ROOT / "app.py"), "pages/7_Train.py"
@@ -75,7 +76,7 @@ def test_form_refuses_bad_values_with_a_message(runs: Path, values: dict, messag
 
 def test_second_start_is_refused_while_one_trains(runs: Path) -> None:
     """While a run trains, starting another names it; the running run offers Stop, which ends it."""
-    folder = fake_run(runs, "busy", exit_code=None)
+    folder = fake_run(runs, "busy", outcome=None)
     sleeper = subprocess.Popen(["/bin/sh", "-c", "sleep 60", str(folder)])  # a stand-in trainer
     try:
         job = json.loads((folder / "job.json").read_text()) | {"pid": sleeper.pid, "started": 2.0}
@@ -96,7 +97,7 @@ def test_second_start_is_refused_while_one_trains(runs: Path) -> None:
 def test_failed_run_shows_its_message_and_log(runs: Path) -> None:
     """A failed run shows the trainer's error message and the last lines of its log."""
     log = "$ python -m vae_core train ...\nerror: The mnist train split was not found\n"
-    fake_run(runs, "broken", exit_code=1, log=log)
+    fake_run(runs, "broken", outcome=Outcome("failed", "The mnist train split was not found"), log=log)
     at = page()
     assert "broken failed: The mnist train split was not found" in errors(at)
     assert any("error: The mnist train split" in c.value for c in at.code)
@@ -104,13 +105,10 @@ def test_failed_run_shows_its_message_and_log(runs: Path) -> None:
 
 def test_finished_run_shows_curves_and_timelapse(runs: Path) -> None:
     """A finished run shows its metrics, its curves and the latent timelapse of its last epoch."""
-    records = [
-        {"event": "step", "step": 20, "epoch": 0.5, "elbo": -200.0, "recon": 190.0, "kl": 10.0, "beta": 1.0,
-         "lr": 1e-3, "samples_per_s": 5000.0, "wall_time": 1.0},
-        {"event": "epoch", "step": 40, "epoch": 1.0, "test_elbo": -180.0, "test_recon": 170.0,
-         "test_kl": 10.0, "active_units": 2, "beta": 1.0, "lr": 1e-3, "wall_time": 2.0},
-    ]  # fmt: skip
-    folder = fake_run(runs, "done", exit_code=0, metrics="".join(json.dumps(r) + "\n" for r in records))
+    metrics = records_text(step_record(20), epoch_record(40))  # test ELBO -180
+    folder = fake_run(
+        runs, "done", outcome=Outcome("finished", "Finished at epoch 1, step 40.", 1, 40), metrics=metrics
+    )
     test = synthetic_images(30, split="test")
     model = VAE(VAEConfig(latent_dim=2, hidden=(8,))).eval()
     with torch.no_grad():

@@ -86,6 +86,7 @@ class _ProgressBar:
 def run_spec(args: argparse.Namespace) -> RunSpec:
     """The spec the flags ask for; with --resume, the stored one, of which only --epochs may change."""
     values = given_values(args)
+    del values["runtime"]  # how the run executes, not what it trains
     if not args.resume:
         return RunSpec.from_values(values)
     stored = resume_spec(args.out)

@@ -252,12 +252,16 @@ def _alive(pid: int) -> bool:
 
 
 def _status(folder: Path, pid: int | None) -> tuple[Status, str]:
-    """The outcome the trainer recorded; running while it lives without one; else failed."""
+    """Running while the trainer lives; then the outcome it recorded, or failed without one.
+
+    A trainer of another process is taken as ended once it has recorded an outcome (its pid may be
+    reused later); one of ours is also waited for to exit, so that its exit status is known."""
     outcome = read_outcome(folder)
+    ours_alive = pid in _CHILDREN and _alive(pid)
+    if ours_alive or (outcome is None and pid is not None and _alive(pid)):
+        return Status.RUNNING, ""
     if outcome is not None:
         return Status(outcome.status), outcome.message
-    if pid is not None and _alive(pid):
-        return Status.RUNNING, ""
     return Status.FAILED, "The trainer ended without recording an outcome (killed?)."
 
 

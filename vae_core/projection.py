@@ -221,7 +221,7 @@ def encode_scores(
     """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.array(images))  # a copy: the app's shared test set is read-only
-    x = eval_inputs(images, model.meta.train_config.get("binarize", "none"))
+    x = eval_inputs(images, model.meta.spec.data.binarize)
     scores = score(model, x, batch_size=batch_size)
     return {
         "mu": scores.mu.numpy(),
