@@ -49,7 +49,7 @@ def main() -> None:
 
     model = load_checkpoint(args.checkpoint)
     test = load_images(model.meta.dataset, "test", download=False)
-    x = eval_inputs(test.images[: args.n], model.meta.train_config.get("binarize", "none"))
+    x = eval_inputs(test.images[: args.n], model.meta.spec.data.binarize)
     print(f"{args.checkpoint}: latent_dim {model.config.latent_dim}, {len(x)} test images, "
           f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")  # fmt: skip
 

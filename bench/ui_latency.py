@@ -120,7 +120,7 @@ def main() -> None:
     if model.config.latent_dim == 2:
         try:
             test = load_images(model.meta.dataset, "test", download=False)
-            mu = ex.encode_means(model, eval_inputs(test, model.meta.train_config["binarize"]))
+            mu = ex.encode_means(model, eval_inputs(test, model.meta.spec.data.binarize))
             labels, classes = test.labels.numpy(), test.classes
         except DatasetError:
             print("(no test set: the grid is timed without the encoded test set)")
