@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-import explorer as ui
+from explorer import figures, paths, widgets
 from vae_core import DATASETS, jobs, timelapse
 from vae_core.data import BINARIZE
 from vae_core.jobs import Run, RunError, RunOptions, Status
@@ -27,7 +27,7 @@ BADGES = {
     Status.FAILED: "red",
 }
 
-ui.page("Train")  # the picker too: a finished run can be opened from here
+widgets.page("Train")  # the picker too: a finished run can be opened from here
 
 
 # ---------------------------------------------------------------- starting a run
@@ -208,8 +208,8 @@ def outcome(run: Run) -> None:
     elif run.status is Status.STOPPED:
         st.info(run.message)
     elif run.status is Status.FINISHED:
-        name = ui.shown(run.path)
-        if name in ui.checkpoint_options():
+        name = paths.shown(run.path)
+        if name in paths.checkpoint_options():
             st.success(f"Finished: {name} is in the checkpoint picker.")
             st.page_link(
                 "pages/1_Latent_grid.py",
@@ -233,13 +233,13 @@ def timelapse_view(run: Run) -> None:
     snap = timelapse.load_snapshot(run.path, epoch)
     grid, points = st.columns(2)
     with grid:
-        ui.picture(
-            ui.grid_png(snap.images),
+        widgets.picture(
+            widgets.grid_png(snap.images),
             caption=f"epoch {snap.epoch}: decoded prior quantiles of z[0], z[1] (other dimensions 0)",
             width=420,
         )
     with points:
-        fig = ui.latent_map(
+        fig = figures.latent_map(
             points=snap.points,
             labels=snap.labels,
             classes=DATASETS[run.options.dataset].classes,
