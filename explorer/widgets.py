@@ -146,7 +146,8 @@ def latent_input(
     sources: tuple[str, ...] = state.SOURCES,
     default_class: int = 0,
 ) -> np.ndarray:
-    """A latent point chosen by the user: the origin, a prior sample, a test image or an encoded digit."""
+    """A latent point chosen by the user: the origin, a prior sample, a test image or an encoded digit.
+    Its widgets are seeded from the URL and written back to it, so that a copied link shows the same point."""
     model = loaders.model(ck)
     sources = tuple(s for s in sources if test is not None or s != state.TEST_IMAGE)
     default = sources[-1] if test is not None else sources[0]
@@ -158,13 +159,17 @@ def latent_input(
         st.radio, key, sources, key=key, default=default, horizontal=True, label_visibility="collapsed"
     )
     if source == state.ENCODED:
-        return mine
+        return mine  # not in the URL: the digit lives in this session only
     if source == state.PRIOR:
         seed = state.number_input("seed", 0, state.MAX_SEED, key=f"{key}_seed", default=default_class)
+        state.to_url(**{key: source, f"{key}_seed": seed})
         return ex.sample_prior(model, 1, seed=seed)[0]
     if source == state.TEST_IMAGE:
         index = test_image_picker(test, f"{key}_img", default_class=default_class)
+        picked = {k: st.session_state[k] for k in (f"{key}_img_class", f"{key}_img_nth")}
+        state.to_url(**{key: source, **picked})
         return loaders.scores(ck, test)["mu"][index]
+    state.to_url(**{key: source})
     return origin(model)
 
 

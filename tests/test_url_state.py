@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.state import Field, plain
 from tests.test_app import DEFAULT, ROOT, make_checkpoint
+from vae_core import projection as pj
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / DEFAULT / "model.pt").is_file(), reason=f"the shipped checkpoint {DEFAULT} is not there yet"
@@ -16,8 +17,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
-    """The disk cache of scores and maps in a folder of this test session, not the project's."""
+    """The disk cache of scores and maps in a folder of this test session, not the project's, and no
+    numba compilation behind the Atlas page (as in test_atlas_page)."""
     monkeypatch.setenv("VAE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "url-cache"))
+    monkeypatch.setattr(pj, "warm_up_umap", lambda: type("Done", (), {"is_alive": lambda self: False})())
 
 
 # ---------------------------------------------------------------- Field.parse, the one reader
@@ -154,3 +157,21 @@ def test_a_z_of_another_length_is_ignored_on_a_first_visit():
     at = opened("pages/2_Sliders.py", z="1,2,3")
     assert "2 latent dimensions" in notices(at)
     assert [at.slider(key=f"zs_{i}").value for i in range(2)] == [0.0, 0.0]
+
+
+def test_a_copied_interpolation_link_reopens_the_same_endpoints():
+    """The Interpolate page keeps its endpoints in the URL; a fresh session opened on that URL draws
+    the same strip."""
+    at = opened("pages/3_Interpolate.py")
+    default_strip = at.image[0].proto.imgs[0].url
+    at.selectbox(key="a_img_class").set_value("3").run()
+    at.number_input(key="a_img_nth").set_value(4).run()
+    link = dict(at.query_params)
+    assert link["a"] == "test image (posterior mean)"
+    assert (link["a_img_class"], link["a_img_nth"]) == ("3", "4")
+    strip = at.image[0].proto.imgs[0].url
+    assert strip != default_strip
+    again = opened("pages/3_Interpolate.py", **link)
+    assert not again.toast
+    assert again.selectbox(key="a_img_class").value == "3" and again.number_input(key="a_img_nth").value == 4
+    assert again.image[0].proto.imgs[0].url == strip
