@@ -6,11 +6,11 @@ The other pages live in pages/, Streamlit's built-in multipage folder.
 
 import streamlit as st
 
-import explorer as ui
+from explorer import figures, loaders, state, widgets
 from vae_core import explore as ex
 
-ck = ui.page("VAE latent-space explorer")
-model = ui.model(ck)
+ck = widgets.page("VAE latent-space explorer")
+model = loaders.model(ck)
 
 st.markdown(
     "A **variational autoencoder** learns an encoder $q_\\phi(z\\mid x)=\\mathcal N(\\mu_\\phi(x),"
@@ -32,11 +32,11 @@ st.markdown(
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Model card")
-    ui.card_table(model)
+    widgets.card_table(model)
 with right:
     st.subheader("KL per latent dimension")
     if kl := model.meta.metrics.get("kl_per_dim"):
-        st.altair_chart(ui.kl_chart(kl), width="stretch")
+        st.altair_chart(figures.kl_chart(kl), width="stretch")
     else:
         st.info(
             "This checkpoint stores no KL per dimension; run `python -m vae_core evaluate --write` on it."
@@ -46,39 +46,45 @@ with right:
 @st.fragment
 def prior_samples() -> None:
     st.subheader("Samples from the prior")
-    ui.from_query("temperature", 1.0, float)
-    ui.from_query("seed", 0, int)
+    seed = state.seed_from_url("seed")
     left, right = st.columns([3, 1])
-    temperature = left.slider("temperature (σ of z)", 0.0, 2.0, step=0.05, key="temperature")
-    right.button("Resample", on_click=ui.bump, args=("seed",), width="stretch")
-    with ui.errors():
-        z = ex.sample_prior(model, 32, temperature=temperature, seed=st.session_state["seed"])
-        ui.picture(
-            ui.png(ex.decode_images(model, z), 16), caption="z ~ N(0, temperature² I), decoded", width=840
+    temperature = state.slider(
+        "temperature (σ of z)", 0.0, 2.0, key="temperature", default=1.0, step=0.05, where=left
+    )
+    right.button("Resample", on_click=state.bump, args=("seed",), width="stretch")
+    with widgets.errors():
+        z = ex.sample_prior(model, 32, temperature=temperature, seed=seed)
+        widgets.picture(
+            widgets.png(ex.decode_images(model, z), 16),
+            caption="z ~ N(0, temperature² I), decoded",
+            width=840,
         )
-    ui.to_query(temperature=temperature, seed=st.session_state["seed"])
+    state.to_url(temperature=temperature, seed=seed)
 
 
 @st.fragment
 def reconstructions() -> None:
     st.subheader("Reconstructions of test images")
-    test = ui.test_set(model.meta.dataset)
+    test = widgets.test_set(model)
     if test is None:
         return
-    ui.from_query("recon_seed", 0, int)
-    st.button("Other images", on_click=ui.bump, args=("recon_seed",))
-    indices = ui.random_indices(len(test), 12, st.session_state["recon_seed"])
-    x = ui.model_inputs(ck, test, indices)
-    with ui.errors():
+    seed = state.seed_from_url("recon_seed")
+    st.button("Other images", on_click=state.bump, args=("recon_seed",))
+    x = loaders.model_inputs(ck, test, widgets.random_indices(len(test), 12, seed))
+    with widgets.errors():
         x_hat, error = ex.reconstruct(model, x)
-        ui.picture(
-            ui.png(ex.to_images(x), 12), caption="model input x (binarised as in evaluation)", width=840
+        widgets.picture(
+            widgets.png(ex.to_images(x), 12), caption="model input x (binarised as in evaluation)", width=840
         )
-        ui.picture(ui.png(x_hat, 12), caption="reconstruction: the decoded posterior mean", width=840)
-        ui.picture(
-            ui.png(ex.colorize(error), 12), caption="per-pixel error |x − x̂| (black 0 → white 1)", width=840
+        widgets.picture(
+            widgets.png(x_hat, 12), caption="reconstruction: the decoded posterior mean", width=840
         )
-    ui.to_query(recon_seed=st.session_state["recon_seed"])
+        widgets.picture(
+            widgets.png(ex.colorize(error), 12),
+            caption="per-pixel error |x − x̂| (black 0 → white 1)",
+            width=840,
+        )
+    state.to_url(recon_seed=seed)
 
 
 prior_samples()

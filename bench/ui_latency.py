@@ -11,8 +11,8 @@ AppTest compiles the page anew on every run, which a server does once; the bench
 script cache, as the server has.
 
 It measures the steady state: the app compiles UMAP's numba kernels in a background thread for about
-30 s after the server starts (see explorer.py), and that thread is not started here. While it runs it
-competes for the interpreter lock, and the grid's p95 more than doubles.
+30 s after the server starts (`explorer.loaders.start_once`), and that thread is not started here.
+While it runs it competes for the interpreter lock, and the grid's p95 more than doubles.
 
     python bench/ui_latency.py [--checkpoint checkpoints/mnist-2d] [--settings 200]
 """
@@ -29,10 +29,10 @@ import numpy as np
 import plotly.io
 import plotly.tools
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the app's helper module lives at the root
-os.environ.setdefault("VAE_WARM_UP_UMAP", "0")  # before importing explorer: see the docstring
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the app's helper package lives at the root
+os.environ.setdefault("VAE_WARM_UP_UMAP", "0")  # before the app's start-up hook runs: see the docstring
 
-import explorer as ui
+from explorer import figures, loaders, widgets
 from vae_core import DatasetError, eval_inputs, load_checkpoint, load_images
 from vae_core import explore as ex
 
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def slider_step(model, rng: np.random.Generator) -> None:
     z = rng.uniform(-3, 3, model.config.latent_dim)
     image = ex.decode_images(model, z)[0]
-    ui.png(image), ui.csv_bytes(z)  # the PNG download is built only when clicked
+    widgets.png(image), widgets.csv_bytes(z)  # the PNG download is built only when clicked
 
 
 def grid_step(
@@ -53,7 +53,7 @@ def grid_step(
     extent = float(rng.uniform(0.5, 0.99) if spacing == "quantile" else rng.uniform(0.5, 6.0))
     images, axis = ex.latent_grid(model, n, spacing=spacing, extent=extent)
     points = None if mu is None else ex.to_display(mu, spacing)
-    fig = ui.latent_map(
+    fig = figures.latent_map(
         grid=images, axis=axis, spacing=spacing, points=points, labels=labels, classes=classes
     )
     plotly.io.to_json(
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="checkpoints/mnist-2d")
     parser.add_argument("--settings", type=int, default=200)
     args = parser.parse_args()
+    loaders.start_once()  # as the app does on its first page view: one torch thread per call
     model = load_checkpoint(args.checkpoint)
     mu = labels = None
     classes: tuple[str, ...] = ()

@@ -2,57 +2,58 @@
 
 import streamlit as st
 
-import explorer as ui
+from explorer import figures, loaders, state, widgets
 from vae_core import explore as ex
 
-ck = ui.page("Latent grid")
-model = ui.model(ck)
+ck = widgets.page("Latent grid")
+model = loaders.model(ck)
 latent_dim = model.config.latent_dim
 kl = model.meta.metrics.get("kl_per_dim")
 order, inactive = ex.kl_order(kl or [1.0] * latent_dim)
-test = ui.test_set(model.meta.dataset)
+test = widgets.test_set(model)
 
 
 def slice_controls() -> tuple[tuple[int, int], object]:
     """For latent_dim > 2: the two dimensions spanned and the point the slice passes through."""
     if latent_dim == 2:
-        return (0, 1), ui.origin(model)
-    dims = list(range(latent_dim))
-    label = ui.dim_label(kl, inactive)
-    ui.from_query("d0", int(order[0]), int, dims)
-    ui.from_query("d1", int(order[1]), int, dims)
-    d0 = st.selectbox("horizontal dimension", dims, key="d0", format_func=label)
-    d1 = st.selectbox("vertical dimension", dims, key="d1", format_func=label)
+        return (0, 1), widgets.origin(model)
+    dims, label = list(range(latent_dim)), widgets.dim_label(kl, inactive)
+    d0 = state.choice(
+        st.selectbox, "horizontal dimension", dims, key="d0", default=int(order[0]), format_func=label
+    )
+    d1 = state.choice(
+        st.selectbox, "vertical dimension", dims, key="d1", default=int(order[1]), format_func=label
+    )
     st.caption("The other dimensions stay fixed at the point the slice passes through:")
-    return (d0, d1), ui.latent_input(ck, test, "through")
+    return (d0, d1), widgets.latent_input(ck, test, "through")
 
 
 @st.fragment
 def grid_view() -> None:
     controls, view = st.columns([1, 3])
     with controls:
-        ui.from_query("n", 15, int)
-        ui.from_query("spacing", "quantile", str, ex.SPACINGS)
-        n = st.slider("grid size (cells per side)", 2, 30, key="n")
-        spacing = st.radio(
+        n = state.slider("grid size (cells per side)", 2, 30, key="n", default=15)
+        spacing = state.choice(
+            st.radio,
             "spacing",
             ex.SPACINGS,
             key="spacing",
+            default="quantile",
             horizontal=True,
             help="quantile: Φ⁻¹ of evenly spaced prior probabilities; range: evenly spaced z",
         )
         if spacing == "quantile":
-            ui.from_query("mass", 0.9, float)
-            extent = st.slider("prior mass covered", 0.5, 0.998, step=0.002, key="mass", format="%.3f")
+            extent = state.slider(
+                "prior mass covered", 0.5, 0.998, key="mass", default=0.9, step=0.002, format="%.3f"
+            )
         else:
-            ui.from_query("range", 3.0, float)
-            extent = st.slider("range ± (z units)", 0.5, 6.0, step=0.25, key="range")
+            extent = state.slider("range ± (z units)", 0.5, 6.0, key="range", default=3.0, step=0.25)
         dims, base = slice_controls()
         show_points = latent_dim == 2 and test is not None and st.toggle("show the encoded test set", True)
-    with view, ui.errors():
+    with view, widgets.errors():
         images, axis = ex.latent_grid(model, n, spacing=spacing, extent=extent, dims=dims, base=base)
-        mu = ui.encoded_test_set(ck, test) if show_points else None
-        fig = ui.latent_map(
+        mu = loaders.scores(ck, test)["mu"] if show_points else None
+        fig = figures.latent_map(
             grid=images,
             axis=axis,
             spacing=spacing,
@@ -68,9 +69,9 @@ def grid_view() -> None:
             + "Click a cell or a dot to send its z to the Sliders page."
         )
         send_clicked(event, spacing, dims, base)
-        downloads(images, mu)
+        downloads(images)
     params = {"n": n, "spacing": spacing, "mass" if spacing == "quantile" else "range": extent}
-    ui.to_query(**params, **({"d0": dims[0], "d1": dims[1]} if latent_dim > 2 else {}))
+    state.to_url(**params, **({"d0": dims[0], "d1": dims[1]} if latent_dim > 2 else {}))
 
 
 def send_clicked(event: object, spacing: str, dims: tuple[int, int], base: object) -> None:
@@ -79,20 +80,20 @@ def send_clicked(event: object, spacing: str, dims: tuple[int, int], base: objec
     if points and points != st.session_state.get("_grid_clicked"):
         st.session_state["_grid_clicked"] = points
         x, y = ex.from_display([points[0]["x"], points[0]["y"]], spacing)
-        ui.send_to_sliders(ck, ex.slice_point(base, dims, (x, y)))
+        widgets.send_to_sliders(ck, ex.slice_point(base, dims, (x, y)))
     with st.expander("Send a point to the sliders by typing it"):
         left, right = st.columns(2)
         x = left.number_input(f"z[{dims[0]}]", -6.0, 6.0, 0.0, 0.1, key="send_x")
         y = right.number_input(f"z[{dims[1]}]", -6.0, 6.0, 0.0, 0.1, key="send_y")
         if st.button("Send to sliders"):
-            ui.send_to_sliders(ck, ex.slice_point(base, dims, (x, y)))
+            widgets.send_to_sliders(ck, ex.slice_point(base, dims, (x, y)))
 
 
-def downloads(images: object, mu: object) -> None:
+def downloads(images: object) -> None:
     left, right = st.columns(2)
     left.download_button(
         "Download the grid (PNG)",
-        lambda: ui.grid_png(images, scale=2),
+        lambda: widgets.grid_png(images, scale=2),
         "latent-grid.png",
         "image/png",
         on_click="ignore",
@@ -100,7 +101,7 @@ def downloads(images: object, mu: object) -> None:
     if test is not None:
         right.download_button(
             "Download the encoded test set (CSV)",
-            lambda: ui.test_set_csv(ck, test),
+            lambda: loaders.test_set_csv(ck, test),
             "encoded-test-set.csv",
             "text/csv",
             on_click="ignore",

@@ -2,26 +2,27 @@
 
 import streamlit as st
 
-import explorer as ui
+from explorer import figures, loaders, state, widgets
 from vae_core import explore as ex
 
-ck = ui.page("Interpolate")
-model = ui.model(ck)
-test = ui.test_set(model.meta.dataset)
-SOURCES = ("random prior sample", ui.TEST_IMAGE)
+ck = widgets.page("Interpolate")
+model = loaders.model(ck)
+test = widgets.test_set(model)
+SOURCES = (state.PRIOR, state.TEST_IMAGE)
 
 
 def path_map(path: object) -> None:
-    """The path over the encoded test set: the latent plane itself for 2-D models, else its first two PCs."""
+    """The path over the encoded test set: the latent plane itself for 2-D models, else its PCA map."""
     if test is None:
         return
-    mu = ui.encoded_test_set(ck, test)
-    projection = ui.map_projection(ck, test)
-    if projection is not None:
-        mu, path = ex.project(mu, *projection), ex.project(path, *projection)
-    titles = ("z[0]", "z[1]") if projection is None else ("PC 1 of the posterior means", "PC 2")
+    projection = loaders.pca_map(ck, test)
+    if projection is None:
+        points, titles = loaders.scores(ck, test)["mu"], ("z[0]", "z[1]")
+    else:
+        points, titles = projection.coords, ("PC 1 of the posterior means", "PC 2")
+        path = ex.project(path, projection.mean, projection.components)
     st.plotly_chart(
-        ui.latent_map(points=mu, labels=test.labels, classes=test.classes, path=path, titles=titles)
+        figures.latent_map(points=points, labels=test.labels, classes=test.classes, path=path, titles=titles)
     )
 
 
@@ -30,30 +31,30 @@ def interpolation() -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Start A**")
-        z0 = ui.latent_input(ck, test, ui.ENDPOINTS["A"], sources=SOURCES, default_class=1)
+        z0 = widgets.latent_input(ck, test, state.ENDPOINTS["A"], sources=SOURCES, default_class=1)
     with right:
         st.markdown("**End B**")
-        z1 = ui.latent_input(ck, test, ui.ENDPOINTS["B"], sources=SOURCES, default_class=7)
-    ui.from_query("method", "slerp", str, ex.METHODS)
-    ui.from_query("steps", 10, int)
+        z1 = widgets.latent_input(ck, test, state.ENDPOINTS["B"], sources=SOURCES, default_class=7)
     left, right = st.columns(2)
-    method = left.radio(
+    method = state.choice(
+        left.radio,
         "path",
         ex.METHODS,
         key="method",
+        default="slerp",
         horizontal=True,
         help="slerp: along the great circle, norm changing linearly; linear: a straight line",
     )
-    steps = right.slider("steps", 2, 24, key="steps")
-    with ui.errors():
+    steps = state.slider("steps", 2, 24, key="steps", default=10, where=right)
+    with widgets.errors():
         path = ex.interpolate(z0, z1, steps, method=method)
         frames = ex.decode_images(model, path)
-        strip = ui.png(frames, steps)
-        ui.picture(strip, caption=f"{method} path from A to B, {steps} steps", width="stretch")
+        strip = widgets.png(frames, steps)
+        widgets.picture(strip, caption=f"{method} path from A to B, {steps} steps", width="stretch")
         left, right = st.columns(2)
         left.download_button(
             "Download the strip (PNG)",
-            lambda: ui.png(frames, steps, scale=4),
+            lambda: widgets.png(frames, steps, scale=4),
             "interpolation.png",
             "image/png",
             on_click="ignore",
@@ -66,7 +67,7 @@ def interpolation() -> None:
             on_click="ignore",
         )
         path_map(path)
-    ui.to_query(method=method, steps=steps)
+    state.to_url(method=method, steps=steps)
 
 
 @st.fragment
@@ -79,15 +80,12 @@ def arithmetic() -> None:
     for column, name, default_class in zip(columns, "ABC", (9, 4, 1), strict=True):
         with column:
             st.markdown(f"**{name}**")
-            z.append(
-                ui.latent_input(
-                    ck, test, f"arith_{name.lower()}", sources=SOURCES, default_class=default_class
-                )
-            )
-    with ui.errors():
+            key = f"arith_{name.lower()}"
+            z.append(widgets.latent_input(ck, test, key, sources=SOURCES, default_class=default_class))
+    with widgets.errors():
         result = ex.latent_arithmetic(*z)
         images = ex.decode_images(model, [*z, result])
-        ui.image_row(images, ["A", "B", "C", "A − B + C"], width=140)
+        widgets.image_row(images, ["A", "B", "C", "A − B + C"], width=140)
 
 
 interpolation_tab, arithmetic_tab = st.tabs(["Interpolation", "Latent arithmetic"])

@@ -2,14 +2,13 @@
 its posterior on the latent map, decodes of posterior samples, its nearest test images and its ELBO."""
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
-import torch
 from streamlit_drawable_canvas import st_canvas
 
-import explorer as ui
-from vae_core import ImageError, preprocess_image, score
+from explorer import figures, loaders, meta, state, widgets
+from vae_core import ImageError
 from vae_core import explore as ex
+from vae_core import projection as pj
 from vae_core.preprocess import MAX_FILE_BYTES
 
 INPUTS = ("draw", "upload")
@@ -20,29 +19,23 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
 SAMPLES, NEIGHBOURS = 16, 8
 SLIDERS, INTERPOLATE = "pages/2_Sliders.py", "pages/3_Interpolate.py"
 
-ck = ui.page("Encode")
-model = ui.model(ck)
-test = ui.test_set(model.meta.dataset)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def preprocessed(data: bytes) -> torch.Tensor:
-    """The (1, 1, 28, 28) image the model sees; raises ImageError (not cached) for unusable input."""
-    return preprocess_image(data)
-
-
-@st.cache_data(max_entries=4, show_spinner="Scoring the test set…")
-def test_elbo(name: str, mtime: float, dataset: str, _test: ui.TestSet) -> np.ndarray:
-    """Every test image's ELBO (nats / image), scored as for the model card: (N,)."""
-    ck = ui.Checkpoint(name, mtime)
-    return score(ui.model(ck), ui.model_inputs(ck, _test, np.arange(len(_test)))).elbo.numpy()
+ck = widgets.page("Encode")
+model = loaders.model(ck)
+test = widgets.test_set(model)
 
 
 def digit_input() -> tuple[bytes | None, str]:
     """The drawing's or the upload's bytes (None until there is something) and how to call it."""
-    ui.from_query("input", INPUTS[0], str, INPUTS)
-    how = st.radio("input", INPUTS, key="input", horizontal=True, label_visibility="collapsed")
-    ui.to_query(input=how)
+    how = state.choice(
+        st.radio,
+        "input",
+        INPUTS,
+        key="input",
+        default=INPUTS[0],
+        horizontal=True,
+        label_visibility="collapsed",
+    )
+    state.to_url(input=how)
     if how == "draw":
         st.caption("Draw one digit, large, with the mouse (or a finger); the toolbar undoes or clears.")
         drawing = st_canvas(
@@ -65,16 +58,16 @@ def digit_input() -> tuple[bytes | None, str]:
     return (upload.getvalue() if upload else None), (upload.name if upload else "")
 
 
-def pictures(data: bytes, name: str, x: torch.Tensor) -> None:
+def pictures(data: bytes, name: str, x: object) -> None:
     """The original, what the model sees, and the decoded posterior mean, side by side."""
     x_hat, _ = ex.reconstruct(model, x)
     original, seen, recon = st.columns(3)
     original.image(data, caption=f"original: {name}", width=168)
     with seen:
-        ui.picture(ui.png(ex.to_images(x)[0]), caption="what the model sees (28 × 28)", width=168)
+        widgets.picture(widgets.png(ex.to_images(x)[0]), caption="what the model sees (28 × 28)", width=168)
     with recon:
-        ui.picture(ui.png(x_hat[0]), caption="reconstruction (decoded posterior mean)", width=168)
-    if model.meta.train_config.get("binarize") == "dynamic":
+        widgets.picture(widgets.png(x_hat[0]), caption="reconstruction (decoded posterior mean)", width=168)
+    if meta.binarization(model) == "dynamic":
         st.caption(
             "This model was trained on dynamically binarised digits, each pixel black or white with its "
             "grey level as the probability. It is given the grey levels themselves: with Bernoulli pixels "
@@ -91,7 +84,7 @@ def elbo_metrics(elbo: float, recon: float, kl: float) -> None:
     columns[2].metric("KL (nats / image)", f"{kl:.1f}")
     if test is None:
         return
-    rank = ex.percentile_of(test_elbo(ck.name, ck.mtime, test.name, test), elbo)
+    rank = ex.percentile_of(loaders.scores(ck, test)["elbo"], elbo)
     verdict = "typical" if rank >= 10 else "unusual" if rank >= 1 else "very unusual"
     columns[3].metric(
         "test percentile",
@@ -106,38 +99,16 @@ def elbo_metrics(elbo: float, recon: float, kl: float) -> None:
 
 def latent_map(mu: np.ndarray, logvar: np.ndarray) -> None:
     """The test set's posterior means by class, with this digit's mean and its 1-σ and 2-σ ellipses."""
-    points = ui.encoded_test_set(ck, test)
-    projection = ui.map_projection(ck, test)
-    where = mu if projection is None else ex.project(mu, *projection)[0]
-    titles = ("z[0]", "z[1]") if projection is None else ("PC 1 of the posterior means", "PC 2")
-    fig = ui.latent_map(
-        points=points if projection is None else ex.project(points, *projection),
-        labels=test.labels,
-        classes=test.classes,
-        titles=titles,
-    )
-    for n_std, dash in ((1, "solid"), (2, "dot")):
-        ring = ex.sigma_ellipse(mu, logvar, n_std=n_std, projection=projection)
-        fig.add_trace(
-            go.Scattergl(
-                x=ring[:, 0],
-                y=ring[:, 1],
-                mode="lines",
-                name=f"{n_std}σ of q(z|x)",
-                line={"color": "black", "width": 2, "dash": dash},
-                hoverinfo="skip",
-            )
-        )
-    fig.add_trace(
-        go.Scattergl(
-            x=[where[0]],
-            y=[where[1]],
-            mode="markers",
-            name="your digit",
-            marker={"symbol": "star", "size": 20, "color": "black", "line": {"color": "white", "width": 1}},
-        )
-    )
-    st.plotly_chart(fig, key="encode_map")
+    projection = loaders.pca_map(ck, test)
+    if projection is None:
+        points, where, titles, axes = loaders.scores(ck, test)["mu"], mu, ("z[0]", "z[1]"), None
+    else:
+        axes = (projection.mean, projection.components)
+        points, where = projection.coords, ex.project(mu, *axes)[0]
+        titles = ("PC 1 of the posterior means", "PC 2")
+    fig = figures.latent_map(points=points, labels=test.labels, classes=test.classes, titles=titles)
+    rings = {n_std: ex.sigma_ellipse(mu, logvar, n_std=n_std, projection=axes) for n_std in (1, 2)}
+    st.plotly_chart(figures.with_posterior(fig, rings, where), key="encode_map")
     st.caption(
         "Dots: posterior means of test images. Star: your digit's posterior mean; curves: its 1-σ and 2-σ "
         + ("ellipses." if projection is None else "ellipses, projected onto the first two principal axes.")
@@ -146,18 +117,18 @@ def latent_map(mu: np.ndarray, logvar: np.ndarray) -> None:
 
 @st.fragment
 def posterior_samples(mu: np.ndarray, logvar: np.ndarray) -> None:
-    st.session_state.setdefault("post_seed", 0)
-    st.button("Resample", on_click=ui.bump, args=("post_seed",))
-    with ui.errors():
-        z = ex.sample_posterior(mu, logvar, SAMPLES, seed=st.session_state["post_seed"])
+    seed = st.session_state.setdefault("post_seed", 0)
+    st.button("Resample", on_click=state.bump, args=("post_seed",))
+    with widgets.errors():
+        z = ex.sample_posterior(mu, logvar, SAMPLES, seed=seed)
         images = ex.decode_images(model, z)
-        ui.picture(ui.png(images, SAMPLES // 2), caption="decodes of z ~ q(z|x)", width=448)
+        widgets.picture(widgets.png(images, SAMPLES // 2), caption="decodes of z ~ q(z|x)", width=448)
 
 
 def neighbours(mu: np.ndarray) -> None:
-    indices, distances = ex.nearest(ui.encoded_test_set(ck, test), mu, NEIGHBOURS)
+    indices, distances = ex.nearest(loaders.scores(ck, test)["mu"], mu, NEIGHBOURS)
     captions = [f"{test.classes[test.labels[i]]} · {d:.2f}" for i, d in zip(indices, distances, strict=True)]
-    ui.image_row(ex.uint8_images(test.images[indices]), captions, width=56)
+    widgets.image_row(ex.uint8_images(test.images[indices]), captions, width=56)
     st.caption("Test images whose posterior means are closest to your digit's (Euclidean distance).")
 
 
@@ -165,26 +136,28 @@ def send(mu: np.ndarray) -> None:
     """Hand the posterior mean to the Sliders or the Interpolate page and go there."""
     columns = st.columns(3)
     if columns[0].button("Send to sliders", icon=":material/tune:"):
-        ui.set_z(ck, mu)
+        state.set_z(ck, mu)
         st.switch_page(SLIDERS)
-    for column, end in zip(columns[1:], ui.ENDPOINTS, strict=True):
+    for column, end in zip(columns[1:], state.ENDPOINTS, strict=True):
         if column.button(f"Interpolation endpoint {end}", icon=":material/timeline:"):
-            ui.set_endpoint(end)
+            state.set_endpoint(end)
             st.switch_page(INTERPOLATE)
 
 
 def encode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Preprocess, encode and score the digit and show the pictures and the ELBO; (mu, logvar) or None."""
     try:
-        x = preprocessed(data)  # (1, 1, 28, 28) in [0, 1]
+        x = loaders.preprocessed(data)  # (1, 1, 28, 28) in [0, 1]
     except ImageError as e:
         st.error(str(e), icon=":material/broken_image:")
         return None
-    scores = score(model, x)  # ELBO terms with one seeded posterior sample, as the test set is scored
-    mu, logvar = scores.mu[0].numpy(), scores.logvar[0].numpy()  # (latent_dim,) each
-    ui.remember_encoded(ck, mu)
+    scores = pj.score_inputs(
+        model, x
+    )  # ELBO terms with one seeded posterior sample, as the test set is scored
+    mu, logvar = scores["mu"][0], scores["logvar"][0]  # (latent_dim,) each
+    state.remember_encoded(ck, mu)
     pictures(data, name, x)
-    elbo_metrics(scores.elbo.item(), scores.recon.item(), scores.kl.item())
+    elbo_metrics(float(scores["elbo"][0]), float(scores["recon"][0]), float(scores["kl"][0]))
     send(mu)
     return mu, logvar
 
@@ -212,8 +185,8 @@ with top:
     if data is None:
         st.info("Draw a digit on the canvas, or choose *upload* and pick a picture of one.")
     else:
-        with ui.errors():
+        with widgets.errors():
             digit = encode(data, name)
 if digit is not None:
-    with ui.errors():
+    with widgets.errors():
         details(*digit)

@@ -13,7 +13,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 from streamlit.delta_generator import DeltaGenerator
 
-import explorer as ui
+from explorer import figures, paths, widgets
 from vae_core import DATASETS, jobs, timelapse
 from vae_core.jobs import Run, RunError, Status
 from vae_core.records import EpochRecord, Record, StepRecord, read_metrics
@@ -28,7 +28,7 @@ BADGES = {
     Status.FAILED: "red",
 }
 
-ui.page("Train")  # the picker too: a finished run can be opened from here
+widgets.page("Train")  # the picker too: a finished run can be opened from here
 
 
 # ---------------------------------------------------------------- starting a run
@@ -200,8 +200,8 @@ def outcome(run: Run) -> None:
     elif run.status is Status.STOPPED:
         st.info(run.message)
     elif run.status is Status.FINISHED:
-        name = ui.shown(run.path)
-        if name in ui.checkpoint_options():
+        name = paths.shown(run.path)
+        if name in paths.checkpoint_options():
             st.success(f"Finished: {name} is in the checkpoint picker.")
             st.page_link(
                 "pages/1_Latent_grid.py",
@@ -225,13 +225,13 @@ def timelapse_view(run: Run) -> None:
     snap = timelapse.load_snapshot(run.path, epoch)
     grid, points = st.columns(2)
     with grid:
-        ui.picture(
-            ui.grid_png(snap.images),
+        widgets.picture(
+            widgets.grid_png(snap.images),
             caption=f"epoch {snap.epoch}: decoded prior quantiles of z[0], z[1] (other dimensions 0)",
             width=420,
         )
     with points:
-        fig = ui.latent_map(
+        fig = figures.latent_map(
             points=snap.points,
             labels=snap.labels,
             classes=DATASETS[run.spec.data.name].classes,

@@ -23,6 +23,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """The disk cache of scores and maps in a folder of this test session, not the project's."""
+    monkeypatch.setenv("VAE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-cache"))
+
+
 def make_checkpoint(path: Path, latent_dim: int) -> str:
     """An untrained MNIST checkpoint whose stored KL marks its last dimension inactive, said to be
     trained in mixed precision."""

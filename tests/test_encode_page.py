@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-import explorer
+from explorer import state
 from tests.test_app import make_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,8 +116,8 @@ def test_interpolation_endpoint_is_the_encoded_digit():
     next(b for b in at.button if b.label == "Interpolation endpoint B").click().run()
     assert not at.exception
     assert at.title[0].value == "Interpolate"
-    assert at.radio(key="b").value == explorer.ENCODED
-    assert explorer.ENCODED not in at.radio(key="a").value
+    assert at.radio(key="b").value == state.ENCODED
+    assert state.ENCODED not in at.radio(key="a").value
 
 
 def test_higher_dimensional_model_uses_the_pca_map(tmp_path, monkeypatch):

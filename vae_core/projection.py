@@ -335,3 +335,42 @@ def warm_up_umap() -> threading.Thread:
             _warm_up_thread = threading.Thread(target=_tiny_umap, name="umap-warm-up", daemon=True)
             _warm_up_thread.start()
         return _warm_up_thread
+
+
+# ---------------------------------------------------------------- per-image scores shared by every page
+
+SCORE_FIELDS = ("mu", "logvar", "recon", "kl", "elbo")
+
+
+def model_inputs(images: np.ndarray, binarize: str) -> torch.Tensor:
+    """Stored uint8 images (N, C, H, W) -> the model's test inputs (N, C, H, W) in [0, 1], as in
+    evaluation (binarised once, seeded, for `dynamic` models). A read-only array is copied, not changed."""
+    return eval_inputs(torch.from_numpy(np.array(images)), binarize)
+
+
+def score_inputs(model: VAE, x: torch.Tensor, *, batch_size: int = 1000) -> dict[str, np.ndarray]:
+    """One seeded `vae_core.score` of model inputs x (N, C, H, W), as NumPy arrays named SCORE_FIELDS:
+    mu and logvar (N, D), recon, kl and elbo (N,), in nats per image."""
+    scores = score(model, x, batch_size=batch_size)
+    return {
+        "mu": scores.mu.numpy(),
+        "logvar": scores.logvar.numpy(),
+        "recon": scores.recon.numpy(),
+        "kl": scores.kl.numpy(),
+        "elbo": scores.elbo.numpy(),
+    }
+
+
+def score_images(model: VAE, images: np.ndarray, binarize: str, *, batch_size: int = 1000) -> dict:
+    """`score_inputs` of stored uint8 images (N, C, H, W) made into the model's test inputs."""
+    return score_inputs(model, model_inputs(images, binarize), batch_size=batch_size)
+
+
+def cached_scores(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """`cached` for the arrays of `score_inputs`: a file written before all SCORE_FIELDS were stored
+    is recomputed and replaced."""
+    arrays = cached(key, compute)
+    if set(SCORE_FIELDS) <= arrays.keys():
+        return arrays
+    _cache_file(key).unlink(missing_ok=True)
+    return cached(key, compute)

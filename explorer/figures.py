@@ -1,0 +1,254 @@
+"""Figure builders: the Plotly latent map (a decoded grid under the encoded test set, a path, a
+posterior), the Atlas's layered Altair map, and KL-per-dimension bars. NumPy in, figure out: the
+pages hand them to st.plotly_chart / st.altair_chart."""
+
+from __future__ import annotations
+
+import base64
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from explorer.widgets import grid_png
+from vae_core import explore as ex
+
+MAP_POINTS = 5000  # test images drawn on latent maps: enough to see the classes, light in the browser
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def kl_chart(kl_per_dim: list[float], *, title: str = "") -> alt.Chart:
+    """KL per latent dimension as bars, inactive dimensions (KL < 1% of the largest) in grey."""
+    _, inactive = ex.kl_order(kl_per_dim)
+    frame = pd.DataFrame(
+        {"dimension": range(len(kl_per_dim)), "KL (nats / image)": kl_per_dim, "inactive": inactive}
+    )
+    return (
+        alt.Chart(frame, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("dimension:O"),
+            y="KL (nats / image):Q",
+            color=alt.Color(
+                "inactive:N", scale=alt.Scale(domain=[False, True], range=["#4c78a8", "#bbbbbb"])
+            ),
+            tooltip=["dimension", "KL (nats / image)", "inactive"],
+        )
+        .properties(height=220)
+    )
+
+
+def _data_uri(png_bytes: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes).decode()
+
+
+def _class_colorscale(k: int) -> list[list]:
+    """A stepped colorscale: class c (as a number from 0 to k-1) gets PALETTE[c]."""
+    steps = [PALETTE[c % len(PALETTE)] for c in range(k)]
+    return [[edge, color] for c, color in enumerate(steps) for edge in (c / k, (c + 1) / k)]
+
+
+def _points_traces(points: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> list[dict]:
+    """Encoded images as ONE WebGL trace coloured by class (one trace per class made every redraw
+    slower), plus an empty trace per class for the legend."""
+    k = max(len(classes), 1)
+    marker = {
+        "size": 4,
+        "opacity": 0.6,
+        "color": labels,
+        "colorscale": _class_colorscale(k),
+        "cmin": -0.5,
+        "cmax": k - 0.5,
+    }
+    return [
+        {
+            "type": "scattergl",
+            "x": points[:, 0],
+            "y": points[:, 1],
+            "mode": "markers",
+            "showlegend": False,
+            "name": "test images",
+            "hoverinfo": "none",  # no label, but clicks still select the point
+            "marker": marker,
+        },
+        *(
+            {
+                "type": "scattergl",
+                "x": [None],
+                "y": [None],
+                "mode": "markers",
+                "name": name,
+                "marker": {"size": 8, "color": PALETTE[c % len(PALETTE)]},
+            }
+            for c, name in enumerate(classes)
+        ),
+    ]
+
+
+def _grid_parts(grid: np.ndarray, axis: np.ndarray, spacing: str) -> tuple[dict, dict]:
+    """A decoded grid as the map's background image, and a trace of invisible markers at the cell
+    centres so that a click selects a cell (its customdata is the cell's z)."""
+    centres = ex.to_display(axis, spacing)
+    low, high = _edges(centres)
+    image = {
+        "source": _data_uri(grid_png(grid)),
+        "xref": "x",
+        "yref": "y",
+        "x": low,
+        "y": high,
+        "sizex": high - low,
+        "sizey": high - low,
+        "sizing": "stretch",
+        "layer": "below",
+    }
+    cx, cy = np.meshgrid(centres, centres)
+    zx, zy = np.meshgrid(axis, axis)
+    cells = {
+        "type": "scatter",
+        "x": cx.ravel(),
+        "y": cy.ravel(),
+        "customdata": np.stack([zx.ravel(), zy.ravel()], 1),
+        "mode": "markers",
+        "name": "grid cells",
+        "showlegend": False,
+        "marker": {"size": max(4, 360 // len(axis)), "opacity": 0.0, "symbol": "square"},
+        "hovertemplate": "z = (%{customdata[0]:.2f}, %{customdata[1]:.2f})<extra></extra>",
+    }
+    return image, cells
+
+
+def latent_map(
+    *,
+    grid: np.ndarray | None = None,
+    axis: np.ndarray | None = None,
+    spacing: str = "range",
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    classes: tuple[str, ...] = (),
+    path: np.ndarray | None = None,
+    titles: tuple[str, str] = ("z[0]", "z[1]"),
+) -> go.Figure:
+    """A 2-D latent map in display coordinates: a decoded grid under the encoded test set and a path.
+
+    The figure is written as one plain spec and validated once: building it call by call
+    (add_trace, update_layout) cost more than decoding the grid.
+    """
+    traces, images = [], []
+    axes = {"showgrid": False, "zeroline": False}
+    if grid is not None:
+        image, cells = _grid_parts(grid, axis, spacing)
+        traces.append(cells)
+        images.append(image)
+        if spacing == "quantile":  # positions Φ(z), labelled with the z values themselves
+            z = np.array([-2, -1, -0.5, 0, 0.5, 1, 2])
+            axes |= {"tickvals": ex.to_display(z, "quantile"), "ticktext": [f"{v:g}" for v in z]}
+    if points is not None:
+        traces += _points_traces(points[:MAP_POINTS], labels[:MAP_POINTS], classes)
+    if path is not None:
+        traces.append(
+            {
+                "type": "scatter",
+                "x": path[:, 0],
+                "y": path[:, 1],
+                "mode": "lines+markers",
+                "name": "path",
+                "line": {"color": "black", "width": 2},
+                "marker": {"size": 7, "color": "black"},
+            }
+        )
+    layout = {
+        "images": images,
+        "height": 640,
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "legend": {"itemsizing": "constant"},
+        "xaxis": {"title": {"text": titles[0]}, **axes},
+        "yaxis": {"title": {"text": titles[1]}, "scaleanchor": "x", **axes},
+    }
+    return go.Figure({"data": traces, "layout": layout})
+
+
+def _edges(centres: np.ndarray) -> tuple[float, float]:
+    """The outer edges of evenly spaced cells given their centres."""
+    half = (centres[-1] - centres[0]) / (2 * max(len(centres) - 1, 1)) if len(centres) > 1 else 0.5
+    return float(centres[0] - half), float(centres[-1] + half)
+
+
+def with_posterior(fig: go.Figure, rings: dict[int, np.ndarray], where: np.ndarray) -> go.Figure:
+    """A latent map with one encoded image on it: its n-σ ellipses {n: (M, 2) curve} and a star at
+    its posterior mean `where` (2,)."""
+    for n_std, ring in rings.items():
+        fig.add_trace(
+            go.Scattergl(
+                x=ring[:, 0],
+                y=ring[:, 1],
+                mode="lines",
+                name=f"{n_std}σ of q(z|x)",
+                line={"color": "black", "width": 2, "dash": "solid" if n_std == 1 else "dot"},
+                hoverinfo="skip",
+            )
+        )
+    star = {"symbol": "star", "size": 20, "color": "black", "line": {"color": "white", "width": 1}}
+    fig.add_trace(go.Scattergl(x=[where[0]], y=[where[1]], mode="markers", name="your digit", marker=star))
+    return fig
+
+
+def atlas_chart(
+    points: pd.DataFrame,
+    cells: pd.DataFrame | None,
+    *,
+    classes: tuple[str, ...],
+    titles: tuple[str, str],
+    train: np.ndarray | None = None,
+) -> alt.LayerChart:
+    """The Atlas's map: a decode lattice (invisible, for hover and click) under the train points
+    (grey), the test points coloured by class (box and click selections) and the highlighted ones.
+
+    `points` has a row per test image (x, y, index, class, scores, image, marked); `cells` is
+    `loaders.lattice`; `train` the (M, 2) map positions of training images."""
+    # The axes span exactly the decode lattice, so that every click inside the plot decodes somewhere.
+    scales = [alt.Scale(domain=[cells[a].min(), cells[b].max()], nice=False, zero=False) if cells is not None
+              else alt.Scale(zero=False) for a, b in (("x", "x2"), ("y", "y2"))]  # fmt: skip
+    x = alt.X("x:Q", title=titles[0], axis=alt.Axis(grid=False), scale=scales[0])
+    y = alt.Y("y:Q", title=titles[1], axis=alt.Axis(grid=False), scale=scales[1])
+    colours = alt.Scale(domain=list(classes), range=list(PALETTE))
+    dots = alt.Chart(points).mark_circle(size=14, opacity=0.7).encode(
+        x=x, y=y, color=alt.Color("class:N", scale=colours, sort=list(classes)),
+        tooltip=["image", "index", "class", "ELBO (nats)", "recon (nats)"],
+    )  # fmt: skip
+    layers = []
+    if cells is not None:
+        decode = alt.selection_point(name="cell", fields=["cx", "cy"], on="click", clear="dblclick")
+        tooltip = ["image", "decoded here"]
+        layers.append(alt.Chart(cells).mark_rect(opacity=0.003, color="grey").encode(
+            x="x:Q", x2="x2", y="y:Q", y2="y2", tooltip=tooltip).add_params(decode))  # fmt: skip
+        box = alt.selection_interval(name="box", encodings=["x", "y"], empty=False)
+        pick = alt.selection_point(name="pick", fields=["index"], on="click", toggle="true")
+        dots = dots.add_params(box, pick)
+    if train is not None:
+        train_frame = pd.DataFrame({"x": train[:, 0], "y": train[:, 1]})
+        layers.append(
+            alt.Chart(train_frame).mark_circle(size=6, color="#bbbbbb", opacity=0.4).encode(x=x, y=y)
+        )
+    layers.append(dots)
+    marked = points[points["marked"] != ""]
+    if len(marked):
+        rings = alt.Scale(
+            domain=["worst reconstructed", "least likely (lowest ELBO)"], range=["black", "#d62728"]
+        )
+        layers.append(alt.Chart(marked).mark_point(size=90, strokeWidth=2, shape="diamond").encode(
+            x=x, y=y, stroke=alt.Stroke("marked:N", scale=rings, title="highlighted"),
+            tooltip=["image", "index", "class", "ELBO (nats)", "recon (nats)", "marked"],
+        ))  # fmt: skip
+    return alt.layer(*layers).resolve_scale(color="independent").properties(height=640)

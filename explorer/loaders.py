@@ -1,0 +1,243 @@
+"""Every cache of the app, and its start-up hook.
+
+Caches are keyed by plain strings and numbers (a checkpoint's shown name and its model file's mtime,
+a dataset name, the data and disk-cache folders), never by hashing a model. `st.cache_resource` holds
+models and the read-only image arrays shared by every session (no copy per rerun); `st.cache_data`
+holds arrays computed from them (each caller gets its own copy, free to hand to torch). The test set
+is scored once per model (`scores`), and every page that draws the 2-D map of a model with
+latent_dim > 2 takes it from `pca_map`, so the map has one orientation everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer import meta, paths
+from explorer.paths import Checkpoint
+from vae_core import DATASETS, VAE, load_checkpoint, load_images, preprocess_image
+from vae_core import explore as ex
+from vae_core import projection as pj
+from vae_core.data import data_root
+
+if TYPE_CHECKING:
+    import torch
+
+TRAIN_POINTS = 10_000  # training images the Atlas places on its map (transformed, not fitted)
+Params = tuple[tuple[str, float], ...]  # a projection's parameters as a cache key: sorted (name, value)
+Where = tuple[str | None, str, str]  # cache key: --data-dir, $VAE_DATA_DIR or data/, the disk cache folder
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A dataset's test split for display: images uint8 (N, 1, H, W), labels (N,), class names."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return DATASETS[self.name].classes
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@st.cache_resource(show_spinner=False)
+def start_once() -> bool:
+    """Process-wide start-up work, done on the first page view (never at import).
+
+    Interactive decodes are a few milliseconds of small matrix products: one torch thread per call is
+    faster than two fighting over a busy CPU and keeps concurrent sessions from oversubscribing it.
+    UMAP's numba kernels take 30-40 s to compile on first use: that starts now in the background, so
+    the Atlas page does not wait for it ($VAE_WARM_UP_UMAP=0 skips it)."""
+    import torch
+
+    torch.set_num_threads(1)
+    if os.environ.get("VAE_WARM_UP_UMAP", "1") != "0":
+        pj.warm_up_umap()
+    return True
+
+
+# ---------------------------------------------------------------- models and data
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the model…")
+def load_model(name: str, mtime: float) -> VAE:
+    """The model of a checkpoint; `mtime` is only a cache key, so a retrained file is reloaded."""
+    return load_checkpoint(paths.resolve(name))
+
+
+def model(ck: Checkpoint) -> VAE:
+    return load_model(ck.name, ck.mtime)
+
+
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for array in arrays:
+        array.setflags(write=False)  # shared by every session: no page may change it in place
+    return arrays
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the test set…")
+def _test_arrays(name: str, where: Where) -> tuple[np.ndarray, np.ndarray]:
+    """One read-only copy per server (st.cache_data would unpickle its 8 MB on every rerun)."""
+    test = load_images(name, "test", data_dir=where[0], download=False)
+    return _read_only(test.images.numpy(), test.labels.numpy())
+
+
+def test_set(name: str) -> TestSet:
+    """The test split of a dataset; raises DatasetError when its files are not found."""
+    return TestSet(name, *_test_arrays(name, _where()))
+
+
+def _where() -> Where:
+    """Where data and disk caches are read now (the lookups read the environment themselves: these
+    are cache keys, so that a changed folder is not served from memory)."""
+    return paths.data_dir(), str(data_root()), str(pj.cache_dir())
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _train_images(name: str, where: Where) -> np.ndarray:
+    """The first TRAIN_POINTS training images, uint8 (N, 1, H, W), read-only."""
+    train = load_images(name, "train", data_dir=where[0], download=False)
+    return _read_only(train.images[:TRAIN_POINTS].numpy())[0]
+
+
+def model_inputs(ck: Checkpoint, test: TestSet, indices: np.ndarray | list[int]) -> torch.Tensor:
+    """The model's inputs for some test images (binarised once with a fixed seed for 'dynamic')."""
+    images = test.images[np.asarray(indices, dtype=np.int64)]
+    return pj.model_inputs(images, meta.binarization(model(ck)))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def preprocessed(data: bytes) -> torch.Tensor:
+    """The (1, 1, 28, 28) image the model sees of an uploaded or drawn picture; raises ImageError
+    (not cached) for unusable input."""
+    return preprocess_image(data)
+
+
+# ---------------------------------------------------------------- per-image scores: one cache for every page
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the test set…")
+def _scores(name: str, mtime: float, dataset: str, split: str, where: Where) -> dict:
+    images = _test_arrays(dataset, where)[0] if split == "test" else _train_images(dataset, where)
+    m = load_model(name, mtime)
+    key = pj.cache_key(paths.resolve(name), split, "scores")
+    return pj.cached_scores(key, lambda: pj.score_images(m, images, meta.binarization(m)))
+
+
+def scores(ck: Checkpoint, test: TestSet, split: str = "test") -> dict[str, np.ndarray]:
+    """Per-image scores of the test split (or the first TRAIN_POINTS training images, split="train"),
+    from the disk cache when there: mu, logvar (N, D); recon, kl, elbo (N,) in nats per image."""
+    return _scores(ck.name, ck.mtime, test.name, split, _where())
+
+
+@st.cache_data(max_entries=6, show_spinner=False)
+def _csv(name: str, mtime: float, dataset: str, where: Where) -> bytes:
+    test = TestSet(dataset, *_test_arrays(dataset, where))
+    mu = _scores(name, mtime, dataset, "test", where)["mu"]
+    frame = pd.DataFrame(mu, columns=[f"mu_{i}" for i in range(mu.shape[1])])
+    frame.insert(0, "class", [test.classes[int(c)] for c in test.labels])
+    frame.insert(0, "label", test.labels)
+    return frame.to_csv(index_label="index").encode()
+
+
+def test_set_csv(ck: Checkpoint, test: TestSet) -> bytes:
+    """The encoded test set as CSV: index, label, class, mu_0 … mu_{D-1}."""
+    return _csv(ck.name, ck.mtime, test.name, _where())
+
+
+# ---------------------------------------------------------------- 2-D maps
+
+
+def projection_key(ck: Checkpoint, split: str, method: str, seed: int, params: dict) -> str:
+    """The disk-cache key of a map (see `vae_core.projection.cache_key`)."""
+    return pj.cache_key(ck.path, split, method, seed=seed, **params)
+
+
+def is_projected(ck: Checkpoint, split: str, method: str, seed: int, params: dict) -> bool:
+    """Whether that map is on disk already (a slow method then costs no wait)."""
+    return pj.is_cached(projection_key(ck, split, method, seed, params))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _projection_arrays(
+    name: str, mtime: float, dataset: str, split: str, method: str, seed: int, params: Params, where: Where
+) -> dict[str, np.ndarray]:
+    mu = _scores(name, mtime, dataset, "test", where)["mu"]
+    extra = _scores(name, mtime, dataset, "train", where)["mu"] if split == "test+train" else None
+    compute = lambda: pj.project(mu, method, seed=seed, extra=extra, **dict(params)).arrays()  # noqa: E731
+    return pj.cached(projection_key(Checkpoint(name, mtime), split, method, seed, dict(params)), compute)
+
+
+def projection(
+    ck: Checkpoint,
+    test: TestSet,
+    split: str = "test",
+    method: str = "pca",
+    seed: int = 0,
+    params: dict | None = None,
+) -> pj.Projection:
+    """A 2-D map of the posterior means of the test split ("test") or of it and the first TRAIN_POINTS
+    training images ("test+train": train rows after the test rows), from the disk cache when there."""
+    key = (ck.name, ck.mtime, test.name, split, method, int(seed), tuple(sorted((params or {}).items())))
+    arrays = _projection_arrays(*key, _where())
+    mu = scores(ck, test)["mu"]
+    if split == "test+train":
+        mu = np.concatenate([mu, scores(ck, test, "train")["mu"]])
+    return pj.Projection.from_arrays(method, arrays, mu)
+
+
+def pca_map(ck: Checkpoint, test: TestSet) -> pj.Projection | None:
+    """THE map of a model with latent_dim > 2, on every page that draws one: the PCA of the test set's
+    posterior means (the Atlas's "PCA" map). None for a 2-D model: its latent plane is the map."""
+    return None if model(ck).config.latent_dim == 2 else projection(ck, test)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _lattice(
+    name: str,
+    mtime: float,
+    dataset: str,
+    split: str,
+    method: str,
+    seed: int,
+    params: Params,
+    n: int,
+    where: Where,
+) -> pd.DataFrame:
+    ck, test = Checkpoint(name, mtime), TestSet(dataset, *_test_arrays(dataset, where))
+    fitted = projection(ck, test, split, method, seed, dict(params))
+    cells = pj.lattice(fitted.coords, n)
+    z = fitted.inverse(np.stack([cells["cx"], cells["cy"]], 1))  # (n², latent_dim)
+    position = [f"({x:.2f}, {y:.2f})" for x, y in zip(cells["cx"], cells["cy"], strict=True)]
+    return pd.DataFrame(
+        {**cells, "image": pj.data_uris(ex.decode_images(model(ck), z)), "decoded here": position}
+    )
+
+
+def lattice(
+    ck: Checkpoint, test: TestSet, split: str, method: str, seed: int, params: dict, n: int
+) -> pd.DataFrame:
+    """n × n cells over a map (edges x, x2, y, y2; centres cx, cy), each with the image decoded at its
+    centre as a data URI and its position as text: the Atlas's hover and click targets."""
+    key = (ck.name, ck.mtime, test.name, split, method, int(seed), tuple(sorted(params.items())), n)
+    return _lattice(*key, _where())
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def _thumbnails(dataset: str, where: Where) -> np.ndarray:
+    images = _test_arrays(dataset, where)[0]
+    return pj.cached(f"thumbnails|{dataset}|{len(images)}", lambda: {"uri": pj.data_uris(images)})["uri"]
+
+
+def thumbnails(test: TestSet) -> np.ndarray:
+    """Every test image as a PNG data URI (N,), for tooltips."""
+    return _thumbnails(test.name, _where())

@@ -1,0 +1,48 @@
+"""What the UI reads of a checkpoint's stored configuration, in one place: its dataset, how its
+inputs are binarised, and the model card. When checkpoints carry a typed run spec, only this module
+changes."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from vae_core import VAE
+
+
+def dataset(model: VAE) -> str:
+    """The dataset the model was trained on ("mnist", "fashion", ...)."""
+    return model.meta.dataset
+
+
+def binarization(model: VAE) -> str:
+    """How the model's inputs were binarised in training ("none", "dynamic", ...); evaluation follows it."""
+    return model.meta.train_config.get("binarize", "none")
+
+
+def card(model: VAE) -> dict[str, str]:
+    """The model card: what was trained on what, and how well it does on the test set."""
+    metrics, train, config = model.meta.metrics, model.meta.train_config, model.config
+    rows = {
+        "dataset": dataset(model),
+        "architecture": f"{config.arch} ({config.activation})",
+        "hidden": " × ".join(map(str, config.hidden)),
+        "latent dim": str(config.latent_dim),
+        "epochs": f"{model.meta.epoch} of {train.get('epochs', '?')}",
+        "β · binarize": f"{train.get('beta', 1.0):g} · {train.get('binarize', '?')}",
+    }
+    if train.get("precision", "fp32") != "fp32":
+        rows["training precision"] = f"{train['precision']} (mixed)"
+    if "elbo" in metrics:
+        rows["test ELBO (nats / image)"] = (
+            f"{metrics['elbo']:.2f} = −({metrics['recon']:.2f} recon + {metrics['kl']:.2f} KL)"
+        )
+    if "nll" in metrics:
+        rows["test NLL (nats / image)"] = f"{metrics['nll']:.2f} (IWAE, k = {metrics.get('nll_k', '?')})"
+    if "active_units" in metrics:
+        rows["active units"] = f"{metrics['active_units']} of {config.latent_dim}"
+    return rows
+
+
+def cards_frame(models: dict[str, VAE]) -> pd.DataFrame:
+    """Model cards as one table, one column per model; a row a model lacks shows a dash."""
+    return pd.DataFrame({name: card(m) for name, m in models.items()}).fillna("—")

@@ -1,0 +1,226 @@
+"""Widgets shared by the pages: the page frame (navigation, checkpoint picker, model card), the test
+set with its how-to-get-it message, the test-image picker, the latent-point input, and pictures (PNG
+bytes shown as they are)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer import loaders, meta, paths, state
+from explorer.paths import Checkpoint
+from vae_core import VAE, CheckpointError, DatasetError, load_images
+from vae_core import explore as ex
+from vae_core.data import data_root
+
+# ---------------------------------------------------------------- page frame, picker, model card
+
+
+def page(title: str) -> Checkpoint:
+    """Set up a page: config, start-up work (once), navigation, checkpoint picker and model card."""
+    st.set_page_config(page_title=f"{title} · VAE explorer", page_icon="🧭", layout="wide")
+    loaders.start_once()
+    # Latent images are 28×28: let the browser enlarge them with sharp pixels instead of blur.
+    st.html("<style>img { image-rendering: pixelated; }</style>")
+    with st.sidebar:
+        for path, label in paths.PAGES.items():
+            st.page_link(path, label=label)
+        st.divider()
+        ck = pick_checkpoint()
+        card_table(loaders.model(ck), compact=True)
+    st.title(title)
+    return ck
+
+
+def pick_checkpoint() -> Checkpoint:
+    """The sidebar picker; the choice is the session's checkpoint and the `ckpt` query parameter."""
+    startup = paths.startup()
+    for problem in startup.problems:
+        st.warning(state.plain(problem), icon=":material/folder_off:")
+    options = paths.checkpoint_options()
+    if not options:
+        st.error(
+            "No checkpoints found under checkpoints/ or runs/. Train one: python -m vae_core train --help"
+        )
+        st.stop()
+    current = state.current_checkpoint(options, startup.checkpoint, paths.DEFAULT_CHECKPOINT)
+    state.use_checkpoint(current)
+    st.selectbox("Checkpoint", options, key=state.PICKER, on_change=state.on_pick)
+    return checkpoint(current)
+
+
+def checkpoint(name: str) -> Checkpoint:
+    """A checkpoint by its shown name, loaded (and cached) once; stops the page with a message if it fails."""
+    try:
+        ck = Checkpoint(name, os.stat(paths.resolve(name) / "model.pt").st_mtime)
+        loaders.model(ck)
+    except (OSError, CheckpointError) as e:
+        st.error(f"Cannot load {name}: {e}")
+        st.stop()
+    return ck
+
+
+def card_table(model: VAE, *, compact: bool = False) -> None:
+    """The model card as a sidebar list (compact) or a table."""
+    rows = meta.card(model)
+    if compact:
+        st.markdown("\n".join(f"- **{k}**: {v}" for k, v in rows.items()))
+    else:
+        st.table(pd.DataFrame({"value": rows}))
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Show a bad setting or a failed computation as a message, never a traceback."""
+    try:
+        yield
+    except (ValueError, RuntimeError, CheckpointError) as e:
+        st.error(f"{type(e).__name__}: {e}")
+
+
+# ---------------------------------------------------------------- the test set
+
+
+def test_set(model: VAE) -> loaders.TestSet | None:
+    """The test split of the model's dataset, or None after telling the user how to provide it."""
+    name = meta.dataset(model)
+    try:
+        return loaders.test_set(name)
+    except DatasetError as e:
+        st.warning(
+            f"Parts of this page need the {name} test set. {e}\n\n"
+            f"For this app: put the IDX files in `{data_root() / name}`, or start it with "
+            f"`streamlit run app.py -- --data-dir DIR`, or set `VAE_DATA_DIR`, then reload.",
+            icon=":material/folder_open:",
+        )
+        if st.button(f"Download {name} now with torchvision (needs the internet)", key=f"download_{name}"):
+            _download(name)
+        return None
+
+
+def _download(name: str) -> None:
+    with st.spinner(f"Downloading {name}…"):
+        try:
+            load_images(name, "test", download=True)
+        except DatasetError as e:
+            st.error(str(e))
+            return
+    st.rerun()
+
+
+def random_indices(n: int, k: int, seed: int) -> np.ndarray:
+    """k distinct indices below n, the same for the same seed."""
+    return np.random.default_rng(seed).choice(n, size=min(k, n), replace=False)
+
+
+def test_image_picker(test: loaders.TestSet, key: str, *, default_class: int = 0) -> int:
+    """Pick a test image by class and rank within it; returns its index in the test set."""
+    names = ["any", *test.classes]
+    left, right = st.columns(2)
+    chosen = state.choice(
+        left.selectbox, "class", names, key=f"{key}_class", default=names[default_class + 1]
+    )
+    pool = np.arange(len(test)) if chosen == "any" else np.flatnonzero(test.labels == names.index(chosen) - 1)
+    nth = state.number_input("image #", 0, max(len(pool) - 1, 0), key=f"{key}_nth", default=0, where=right)
+    return int(pool[min(int(nth), len(pool) - 1)])
+
+
+# ---------------------------------------------------------------- latent points
+
+
+def origin(model: VAE) -> np.ndarray:
+    return np.zeros(model.config.latent_dim, np.float32)
+
+
+def latent_input(
+    ck: Checkpoint,
+    test: loaders.TestSet | None,
+    key: str,
+    *,
+    sources: tuple[str, ...] = state.SOURCES,
+    default_class: int = 0,
+) -> np.ndarray:
+    """A latent point chosen by the user: the origin, a prior sample, a test image or an encoded digit.
+    Its widgets are seeded from the URL and written back to it, so that a copied link shows the same point."""
+    model = loaders.model(ck)
+    sources = tuple(s for s in sources if test is not None or s != state.TEST_IMAGE)
+    default = sources[-1] if test is not None else sources[0]
+    mine = state.encoded(ck)
+    sources = (*sources, state.ENCODED) if mine is not None else sources
+    if st.session_state.get(key, default) not in sources:
+        del st.session_state[key]  # e.g. your digit, chosen under another checkpoint
+    source = state.choice(
+        st.radio, key, sources, key=key, default=default, horizontal=True, label_visibility="collapsed"
+    )
+    if source == state.ENCODED:
+        return mine  # not in the URL: the digit lives in this session only
+    if source == state.PRIOR:
+        seed = state.number_input("seed", 0, state.MAX_SEED, key=f"{key}_seed", default=default_class)
+        state.to_url(**{key: source, f"{key}_seed": seed})
+        return ex.sample_prior(model, 1, seed=seed)[0]
+    if source == state.TEST_IMAGE:
+        index = test_image_picker(test, f"{key}_img", default_class=default_class)
+        picked = {k: st.session_state[k] for k in (f"{key}_img_class", f"{key}_img_nth")}
+        state.to_url(**{key: source, **picked})
+        return loaders.scores(ck, test)["mu"][index]
+    state.to_url(**{key: source})
+    return origin(model)
+
+
+def dim_label(kl_per_dim: list[float] | None, inactive: np.ndarray) -> Callable[[int], str]:
+    """A format_func for choosing a latent dimension: its index, KL and whether it is inactive."""
+
+    def label(i: int) -> str:
+        if not kl_per_dim:
+            return f"z[{i}]"
+        return f"z[{i}] · KL {kl_per_dim[i]:.2f}" + (" · inactive" if inactive[i] else "")
+
+    return label
+
+
+def send_to_sliders(ck: Checkpoint, z: np.ndarray) -> None:
+    """Make z the Sliders page's current point for this checkpoint, and say so with a link."""
+    state.set_z(ck, z)
+    st.success(f"Sent z = ({', '.join(f'{v:.2f}' for v in z)}) to the sliders.")
+    st.page_link("pages/2_Sliders.py", label="Open it on the Sliders page", icon=":material/tune:")
+
+
+# ---------------------------------------------------------------- pictures and downloads
+
+
+def png(images: np.ndarray, nrow: int | None = None, *, scale: int = 1) -> bytes:
+    """One image (H, W) or a batch (N, H, W) tiled `nrow` per row, as PNG bytes."""
+    pixels = ex.to_pixels(images)
+    return ex.to_png(pixels if nrow is None else ex.tile(pixels, nrow), scale=scale)
+
+
+def grid_png(images: np.ndarray, *, scale: int = 1) -> bytes:
+    """A decoded grid (rows, cols, H, W) as one tiled PNG."""
+    rows, cols = images.shape[:2]
+    return png(images.reshape(rows * cols, *images.shape[2:]), cols, scale=scale)
+
+
+def picture(data: bytes, *, caption: str | None = None, width: int | str = "content") -> None:
+    """st.image that keeps our PNG bytes as they are (Streamlit's "auto" would re-encode them as JPEG)."""
+    st.image(data, caption=caption, width=width, output_format="PNG")
+
+
+def image_row(images: np.ndarray, captions: list[str], *, width: int = 112) -> None:
+    """Images side by side, each with its caption."""
+    for column, image, caption in zip(st.columns(len(images)), images, captions, strict=True):
+        with column:
+            picture(png(image), caption=caption, width=width)
+
+
+def csv_bytes(z: np.ndarray) -> bytes:
+    """One latent vector or a batch as CSV with columns z_0 … z_{D-1}."""
+    z = np.atleast_2d(z)
+    buffer = io.StringIO()
+    pd.DataFrame(z, columns=[f"z_{i}" for i in range(z.shape[1])]).to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
