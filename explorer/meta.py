@@ -1,6 +1,5 @@
 """What the UI reads of a checkpoint's stored configuration, in one place: its dataset, how its
-inputs are binarised, and the model card. When checkpoints carry a typed run spec, only this module
-changes."""
+inputs are binarised, and the model card, all from its typed run spec (`model.meta.spec`)."""
 
 from __future__ import annotations
 
@@ -11,27 +10,27 @@ from vae_core import VAE
 
 def dataset(model: VAE) -> str:
     """The dataset the model was trained on ("mnist", "fashion", ...)."""
-    return model.meta.dataset
+    return model.meta.spec.data.name
 
 
 def binarization(model: VAE) -> str:
     """How the model's inputs were binarised in training ("none", "dynamic", ...); evaluation follows it."""
-    return model.meta.train_config.get("binarize", "none")
+    return model.meta.spec.data.binarize
 
 
 def card(model: VAE) -> dict[str, str]:
     """The model card: what was trained on what, and how well it does on the test set."""
-    metrics, train, config = model.meta.metrics, model.meta.train_config, model.config
+    metrics, spec, config = model.meta.metrics, model.meta.spec, model.config
     rows = {
         "dataset": dataset(model),
         "architecture": f"{config.arch} ({config.activation})",
         "hidden": " × ".join(map(str, config.hidden)),
         "latent dim": str(config.latent_dim),
-        "epochs": f"{model.meta.epoch} of {train.get('epochs', '?')}",
-        "β · binarize": f"{train.get('beta', 1.0):g} · {train.get('binarize', '?')}",
+        "epochs": f"{model.meta.epoch} of {spec.train.epochs}",
+        "β · binarize": f"{spec.train.beta:g} · {spec.data.binarize}",
     }
-    if train.get("precision", "fp32") != "fp32":
-        rows["training precision"] = f"{train['precision']} (mixed)"
+    if spec.train.precision != "fp32":
+        rows["training precision"] = f"{spec.train.precision} (mixed)"
     if "elbo" in metrics:
         rows["test ELBO (nats / image)"] = (
             f"{metrics['elbo']:.2f} = −({metrics['recon']:.2f} recon + {metrics['kl']:.2f} KL)"

@@ -7,7 +7,7 @@ Bernoullis whose decoder returns logits. The objective lives in `vae_core.object
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -98,15 +98,6 @@ class CheckpointMeta:
     @property
     def dataset(self) -> str:
         return self.spec.data.name
-
-    @property
-    def train_config(self) -> dict:
-        """TRANSITIONAL, to be deleted: the version-1 dict, for readers not yet moved to `spec`."""
-        return {
-            "dataset": self.spec.data.name,
-            "binarize": self.spec.data.binarize,
-            **asdict(self.spec.train),
-        }
 
 
 class VAE(nn.Module):
