@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from vae_core.likelihood import Likelihood
 
 ARCHITECTURES = ("mlp", "conv")
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
@@ -143,6 +147,13 @@ class VAE(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"decode expects z of shape (N, {self.config.latent_dim}), got {tuple(z.shape)}")
         return self.decoder(z)
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """p(x|z): Bernoulli pixels, scored from the decoder's logits."""
+        from vae_core.likelihood import Bernoulli  # not at the top: likelihood -> objective -> model
+
+        return Bernoulli()
 
     @property
     def device(self) -> torch.device:
