@@ -23,6 +23,7 @@ from vae_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoin
 from vae_core.data import DatasetError, ImageSet, load_images
 from vae_core.device import pick_device
 from vae_core.evaluation import eval_inputs, summarize
+from vae_core.gaps import GAPS_IMAGES, GAPS_K, format_gaps, gaps
 from vae_core.model import VAE
 from vae_core.records import EpochRecord, Outcome, Record, clear_outcome, write_outcome
 from vae_core.spec import DATA_DIR_HELP, RunSpec, Runtime, add_flags, given_values
@@ -52,6 +53,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     p.add_argument(
         "--write", action="store_true", help="store the metrics in the checkpoint (its model card)"
+    )
+    p.add_argument(
+        "--gaps",
+        action="store_true",
+        help="instead: log p(x), ELBO, refined ELBO* and the approximation and amortisation gaps "
+        "(on the first --n test images, default 100)",
     )
 
 
@@ -208,10 +215,19 @@ def evaluate(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint, device=pick_device(args.device))
     test = load_images(model.meta.dataset, "test", args.data_dir)
     x = eval_inputs(test, model.meta.spec.data.binarize)[: args.n]
+    if args.gaps:
+        return _print_gaps(args, model, x[: args.n or GAPS_IMAGES])
     metrics = summarize(model, x, k=args.k, progress=not args.json)
     if args.write:
         update_metrics(args.checkpoint, metrics)
     print(json.dumps(metrics) if args.json else format_report(args.checkpoint, model.meta.dataset, metrics))
+    return 0
+
+
+def _print_gaps(args: argparse.Namespace, model: VAE, x: torch.Tensor) -> int:
+    summary = gaps(model, x, k=args.k or GAPS_K, progress=not args.json).summary()
+    report = format_gaps(args.checkpoint, model.meta.dataset, len(x), summary)
+    print(json.dumps(summary) if args.json else report)
     return 0
 
 

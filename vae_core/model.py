@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from vae_core.spec import ARCHITECTURES as ARCHITECTURES  # re-exported with the config
 from vae_core.spec import RunSpec, VAEConfig
+
+if TYPE_CHECKING:
+    from vae_core.likelihood import Likelihood
 
 # The module of each activation the spec offers (vae_core.spec.ACTIVATIONS names them).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -125,6 +129,13 @@ class VAE(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"decode expects z of shape (N, {self.config.latent_dim}), got {tuple(z.shape)}")
         return self.decoder(z)
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """p(x|z): Bernoulli pixels, scored from the decoder's logits."""
+        from vae_core.likelihood import Bernoulli  # not at the top: likelihood -> objective -> model
+
+        return Bernoulli()
 
     @property
     def device(self) -> torch.device:
