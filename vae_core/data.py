@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ DATASETS = {
     "fashion-mnist": DatasetInfo("FashionMNIST", FASHION, ("/usr/share/datasets/fashion-mnist",)),
     "kmnist": DatasetInfo("KMNIST", KMNIST),
 }
+FOLDER = "folder"  # a user's folder of images, imported by vae_core.folder
 SPLITS = {"train": "train", "test": "t10k"}
 BINARIZE = ("dynamic", "none")
 
@@ -56,22 +57,27 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImageSet:
-    """One split of a dataset: images (N, 1, 28, 28) uint8 and labels (N,) int64."""
+    """One split of a dataset: images (N, C, H, W) uint8 and labels (N,) int64.
+
+    `class_names` names the labels of a set not in DATASETS (an imported folder); otherwise the
+    names come from DATASETS by `name`.
+    """
 
     name: str
     split: str
     images: Tensor
     labels: Tensor
+    class_names: tuple[str, ...] | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return DATASETS[self.name].classes
+        return self.class_names if self.class_names is not None else DATASETS[self.name].classes
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> ImageSet:
-        return ImageSet(self.name, self.split, self.images.to(device), self.labels.to(device))
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -151,11 +157,21 @@ def locate(name: str, split: str, data_dir: str | Path | None = None) -> tuple[P
 
 
 def load_images(
-    name: str, split: str = "train", data_dir: str | Path | None = None, *, download: bool = True
+    name: str, split: str = "train", data_dir: str | Path | None = None, *, download: bool = True, **folder
 ) -> ImageSet:
-    """Load one split of a dataset by name (`mnist`, `fashion-mnist`, `kmnist`)."""
+    """Load one split of a dataset by name (`mnist`, `fashion-mnist`, `kmnist`, or `folder`).
+
+    `folder` with `data_dir` a folder of images: `**folder` takes the options of
+    `vae_core.folder.import_folder` (image_size, channels, test_fraction, seed, cache_dir, progress).
+    """
+    if name == FOLDER:
+        from vae_core.folder import load_folder_split  # imported late: it imports this module
+
+        return load_folder_split(data_dir, split, **folder)
+    if folder:
+        raise ValueError(f"{', '.join(sorted(folder))}: options of the {FOLDER!r} dataset only, not {name!r}")
     if name not in DATASETS:
-        raise DatasetError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DatasetError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or {FOLDER!r}")
     if split not in SPLITS:
         raise DatasetError(f"Unknown split {split!r}; choose 'train' or 'test'")
     files = locate(name, split, data_dir)
