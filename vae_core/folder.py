@@ -417,7 +417,7 @@ def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _stat_all(root: Path, entries: list[_Entry]):
+def _stat_all(root: Path, entries: list[_Entry]) -> tuple[list[_Entry], list, list[tuple[str, str]]]:
     """Entries whose size and modification time can be read, their (size, mtime_ns), the others."""
     kept, stats, unreadable = [], [], []
     for entry in entries:
