@@ -37,6 +37,7 @@ ever written inside the user's folder.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -61,6 +62,7 @@ __all__ = [
     "FolderImport",
     "ImportReport",
     "SkippedFile",
+    "cache_folder",
     "decode_file",
     "default_cache_dir",
     "import_folder",
@@ -176,9 +178,7 @@ def import_folder(
     DatasetError when `root` is not a folder or holds nothing to import, ValueError for bad options.
     """
     _check_options(image_size, channels, test_fraction)
-    listing = _list_folder(Path(root))
-    npy = _cache_file(listing, image_size, channels, cache_dir)
-    record = _read_record(npy) or _build_cache(listing, npy, image_size, channels, progress)
+    npy, record = _cached(Path(root), image_size, channels, cache_dir, progress)
     images = np.load(npy, mmap_mode="r")  # (N, C, S, S) uint8, paged in on demand
     labels = np.asarray(record["labels"], dtype=np.int64)
     in_test = _in_test(record, labels, test_fraction, seed)
@@ -188,6 +188,29 @@ def import_folder(
         for mask, split in ((~in_test, "train"), (in_test, "test"))
     )
     return FolderImport(train, test, ImportReport.from_dict(record["report"]), npy)
+
+
+def cache_folder(
+    root: str | Path,
+    *,
+    image_size: int = 64,
+    channels: int = 3,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """The cached .npy of `root`'s images (N, C, S, S), decoding them first when it is missing.
+
+    The import's first half alone: it holds one image and a write buffer at a time, whatever N.
+    """
+    _check_options(image_size, channels, 0.5)
+    return _cached(Path(root), image_size, channels, cache_dir, progress)[0]
+
+
+def _cached(root: Path, image_size: int, channels: int, cache_dir, progress) -> tuple[Path, dict]:
+    """The cache file and its record for the folder as it is now, built when missing."""
+    listing = _list_folder(root)
+    npy = _cache_file(listing, image_size, channels, cache_dir)
+    return npy, _read_record(npy) or _build_cache(listing, npy, image_size, channels, progress)
 
 
 def load_folder_split(root: str | Path | None, split: str, **options) -> ImageSet:
@@ -293,9 +316,10 @@ def _open(raw: bytes) -> Image.Image:
     return img
 
 
-def _formats() -> list[str]:
+@functools.cache
+def _formats() -> tuple[str, ...]:
     Image.init()
-    return [name for name in PILLOW_FORMATS if name in Image.OPEN]
+    return tuple(name for name in PILLOW_FORMATS if name in Image.OPEN)
 
 
 def _frame_note(img: Image.Image) -> str | None:
