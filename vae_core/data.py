@@ -47,6 +47,9 @@ DATASETS = {
     "kmnist": DatasetInfo("KMNIST", KMNIST),
 }
 FOLDER = "folder"  # a user's folder of images, imported by vae_core.folder
+# Colour sets read only through torchvision's class: their files are pickles, which we never open
+# ourselves; torchvision checks each file's MD5 against its own list before unpickling it.
+TORCHVISION_SETS = {"cifar10": "CIFAR10"}
 SPLITS = {"train": "train", "test": "t10k"}
 BINARIZE = ("dynamic", "none")
 
@@ -159,7 +162,7 @@ def locate(name: str, split: str, data_dir: str | Path | None = None) -> tuple[P
 def load_images(
     name: str, split: str = "train", data_dir: str | Path | None = None, *, download: bool = True, **folder
 ) -> ImageSet:
-    """Load one split of a dataset by name (`mnist`, `fashion-mnist`, `kmnist`, or `folder`).
+    """Load one split of a dataset by name (`mnist`, `fashion-mnist`, `kmnist`, `cifar10`, or `folder`).
 
     `folder` with `data_dir` a folder of images: `**folder` takes the options of
     `vae_core.folder.import_folder` (image_size, channels, test_fraction, seed, cache_dir, progress).
@@ -170,10 +173,13 @@ def load_images(
         return load_folder_split(data_dir, split, **folder)
     if folder:
         raise ValueError(f"{', '.join(sorted(folder))}: options of the {FOLDER!r} dataset only, not {name!r}")
-    if name not in DATASETS:
-        raise DatasetError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or {FOLDER!r}")
+    if name not in DATASETS and name not in TORCHVISION_SETS:
+        known = ", ".join([*DATASETS, *TORCHVISION_SETS])
+        raise DatasetError(f"Unknown dataset {name!r}; choose one of {known} or {FOLDER!r}")
     if split not in SPLITS:
         raise DatasetError(f"Unknown split {split!r}; choose 'train' or 'test'")
+    if name in TORCHVISION_SETS:
+        return _load_torchvision(name, split, data_dir, download)
     files = locate(name, split, data_dir)
     if files is None and data_dir is None and download:
         try:
@@ -192,6 +198,25 @@ def load_images(
     return ImageSet(
         name, split, torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
     )
+
+
+def _load_torchvision(name: str, split: str, data_dir: str | Path | None, download: bool) -> ImageSet:
+    """A split of a torchvision colour set, (N, 3, H, W) uint8, downloaded (checksummed) when missing."""
+    from torchvision import datasets  # imported late: slow, and only needed here
+
+    root = Path(data_dir) if data_dir is not None else data_root()
+    cls = getattr(datasets, TORCHVISION_SETS[name])
+    try:
+        found = cls(root=str(root), train=split == "train", download=download and data_dir is None)
+    except Exception as e:  # missing, failed checksum, no network: torchvision raises several types
+        raise DatasetError(
+            f"The {name} {split} split was not found in {root} or could not be downloaded "
+            f"({type(e).__name__}: {e}). Connect to the internet so torchvision can download it into "
+            f"{data_root()}, or pass --data-dir DIR holding torchvision's {name} files."
+        ) from e
+    images = torch.from_numpy(np.ascontiguousarray(found.data.transpose(0, 3, 1, 2)))  # (N, 3, H, W)
+    labels = torch.tensor(found.targets, dtype=torch.int64)
+    return ImageSet(name, split, images, labels, tuple(found.classes))
 
 
 def to_float(images: Tensor, binarize: str = "none", generator: torch.Generator | None = None) -> Tensor:
