@@ -425,3 +425,21 @@ def test_progress_reports_each_decoded_file(tmp_path: Path) -> None:
     import_folder(tmp_path / "in", image_size=16, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
     fo.tqdm_progress("test")(3, 3)  # the terminal's callback accepts the same calls
+
+
+def test_train_folder_without_test_images_is_one_clear_error(tmp_path: Path) -> None:
+    """A train/ + test/ layout whose test/ holds no images raises one DatasetError saying so."""
+    _classes(tmp_path / "in" / "train", {"a": 2})
+    (tmp_path / "in" / "test" / "a").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"train/ and test/ folders, but one holds no image files"):
+        import_folder(tmp_path / "in")
+
+
+def test_symlinked_folders_are_not_followed(tmp_path: Path) -> None:
+    """A symlinked class folder is not followed (its images could be anywhere): noted, not imported."""
+    _classes(tmp_path / "in", {"a": 2})
+    _classes(tmp_path / "elsewhere", {"b": 2})
+    (tmp_path / "in" / "b").symlink_to(tmp_path / "elsewhere" / "b", target_is_directory=True)
+    result = import_folder(tmp_path / "in", image_size=16)
+    assert result.classes == ("a",) and result.report.n_found == 2
+    assert result.report.notes == (("b/", "a symlinked folder: not followed"),)

@@ -369,7 +369,7 @@ def _list_folder(root: Path) -> _Listing:
     """Every file to decode in `root`, with what was skipped or noted while listing."""
     root = _checked_root(root)
     halves = [root / s for s in SPLITS]
-    tops = zip(halves, SPLITS, strict=True) if all(h.is_dir() for h in halves) else [(root, None)]
+    tops = list(zip(halves, SPLITS, strict=True)) if all(h.is_dir() for h in halves) else [(root, None)]
     entries, skipped, notes, n_ignored = [], [], [], 0
     for top, split in tops:
         found = _scan(root, top, split)
@@ -380,6 +380,10 @@ def _list_folder(root: Path) -> _Listing:
     entries, stats, unreadable = _stat_all(root, entries)
     if not entries:
         raise DatasetError(_nothing_to_import(root, skipped + unreadable))
+    if tops[0][1] and not all(any(e.split == s for e in entries) for s in SPLITS):
+        raise DatasetError(
+            f"{root} has train/ and test/ folders, but one holds no image files; put images in both."
+        )
     return _Listing(root, tuple(entries), tuple(skipped + unreadable), tuple(notes), n_ignored, tuple(stats))
 
 
@@ -394,7 +398,7 @@ def _checked_root(root: Path) -> Path:
 
 def _scan(root: Path, top: Path, split: str | None) -> _Listing:
     """The files under `top`, labelled by class folder (or UNLABELLED when top has no subfolders)."""
-    files, skipped = _walk(root, top)
+    files, skipped, notes = _walk(root, top)
     classes = [
         p.name for p in sorted(top.iterdir()) if p.is_dir() and not p.is_symlink() and not _hidden(p.name)
     ]
@@ -410,27 +414,29 @@ def _scan(root: Path, top: Path, split: str | None) -> _Listing:
         else:
             entries.append(_Entry(rel, UNLABELLED, split))
     used = {e.cls for e in entries}
-    notes = [(_rel(root, top / c) + "/", "holds no images: not a class") for c in classes if c not in used]
+    notes += [(_rel(root, top / c) + "/", "holds no images: not a class") for c in classes if c not in used]
     return _Listing(root, tuple(entries), tuple(skipped), tuple(notes), n_ignored, ())
 
 
-def _walk(root: Path, top: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """The files under `top` (paths relative to root, sorted), and the symlinks not followed."""
-    files, skipped = [], []
-    for here, dirs, names in os.walk(top):  # does not follow symlinked folders
+def _walk(root: Path, top: Path) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """The files under `top` (paths relative to root, sorted), those skipped, and notes on folders."""
+    files, skipped, notes = [], [], []
+
+    def unreadable(exc: OSError) -> None:
+        notes.append((_rel(root, Path(exc.filename)) + "/", f"an unreadable folder: {exc.strerror}"))
+
+    for here, dirs, names in os.walk(top, onerror=unreadable):  # does not follow symlinked folders
         dirs[:] = sorted(d for d in dirs if not _hidden(d))
-        for d in list(dirs):
-            path = Path(here, d)
-            if path.is_symlink():
-                dirs.remove(d)
-                skipped.append((_rel(root, path) + "/", "a symlinked folder: not followed"))
+        for d in [d for d in dirs if Path(here, d).is_symlink()]:
+            dirs.remove(d)
+            notes.append((_rel(root, Path(here, d)) + "/", "a symlinked folder: not followed"))
         for name in sorted(n for n in names if not _hidden(n)):
             path = Path(here, name)
             if path.is_symlink() and not path.resolve().is_relative_to(root):
                 skipped.append((_rel(root, path), "a symlink to a file outside the folder"))
             else:
                 files.append(_rel(root, path))
-    return files, skipped
+    return files, skipped, notes
 
 
 def _hidden(name: str) -> bool:
