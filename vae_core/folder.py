@@ -549,19 +549,27 @@ def _build_cache(
     return record
 
 
-def _record(listing, kept, skipped, notes, seconds, transform) -> dict:
+def _record(
+    listing: _Listing,
+    kept: list[_Entry],
+    skipped: list[tuple[str, str]],
+    notes: list[tuple[str, str]],
+    seconds: float,
+    transform: tuple[int, int],
+) -> dict:
+    """The JSON record of a cache entry: the imported files in row order, labels, splits, report."""
     classes = sorted({e.cls for e in kept})
     label = {c: i for i, c in enumerate(classes)}
     counts = Counter(e.cls for e in kept)
     report = ImportReport(
-        str(listing.root),
-        len(kept) + len(skipped),
-        len(kept),
-        {c: counts[c] for c in classes},
-        tuple(skipped),
-        tuple(notes),
-        listing.n_ignored,
-        round(seconds, 3),
+        root=str(listing.root),
+        n_found=len(kept) + len(skipped),
+        n_imported=len(kept),
+        class_counts={c: counts[c] for c in classes},
+        skipped=tuple(skipped),
+        notes=tuple(notes),
+        n_ignored=listing.n_ignored,
+        seconds=round(seconds, 3),
     )
     return {
         "format_version": FORMAT_VERSION,
