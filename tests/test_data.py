@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -72,9 +73,57 @@ def test_failed_download_is_reported_not_raised_raw(tmp_path: Path, monkeypatch:
 def test_unknown_dataset_and_split_are_refused() -> None:
     """Names outside the known datasets and splits are refused with the choices."""
     with pytest.raises(DatasetError, match=r"fashion-mnist"):
-        load_images("cifar10")
+        load_images("svhn")
     with pytest.raises(DatasetError, match=r"train"):
         load_images("mnist", "validation")
+
+
+class FakeCIFAR10:
+    """torchvision's CIFAR10 interface without its files: (N, 32, 32, 3) uint8 data, targets, classes."""
+
+    classes: ClassVar = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    calls: ClassVar[list[tuple[str, bool, bool]]] = []
+
+    def __init__(self, root: str, train: bool, download: bool) -> None:
+        self.calls.append((root, train, download))
+        n = 5 if train else 3
+        self.data = np.random.default_rng(n).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        self.targets = [i % 10 for i in range(n)]
+
+
+def test_cifar10_is_read_through_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cifar10 comes from torchvision's class: (N, 3, 32, 32) uint8, int64 labels, its class names."""
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", FakeCIFAR10)
+    monkeypatch.setattr(FakeCIFAR10, "calls", [])
+    train = load_images("cifar10", "train")
+    test = load_images("cifar10", "test", tmp_path)
+    expected = FakeCIFAR10(str(tmp_path), train=True, download=False).data.transpose(0, 3, 1, 2)
+    assert train.images.shape == (5, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert np.array_equal(train.images.numpy(), expected) and train.labels.dtype == torch.int64
+    assert test.labels.tolist() == [0, 1, 2] and test.classes[3] == "cat"
+    assert FakeCIFAR10.calls[:2] == [(str(vdata.data_root()), True, True), (str(tmp_path), False, False)]
+
+
+def test_missing_cifar10_is_a_dataset_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's failure (no files, no network) becomes a DatasetError saying how to provide the set."""
+
+    def missing(root: str, train: bool, download: bool) -> None:
+        raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", missing)
+    with pytest.raises(DatasetError, match=r"cifar10 test split .*Dataset not found.*--data-dir"):
+        load_images("cifar10", "test", download=False)
 
 
 def test_truncated_or_foreign_idx_files_are_refused(tmp_path: Path) -> None:

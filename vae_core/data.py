@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,10 @@ DATASETS = {
     "fashion-mnist": DatasetInfo("FashionMNIST", FASHION, ("/usr/share/datasets/fashion-mnist",)),
     "kmnist": DatasetInfo("KMNIST", KMNIST),
 }
+FOLDER = "folder"  # a user's folder of images, imported by vae_core.folder
+# Colour sets read only through torchvision's class: their files are pickles, which we never open
+# ourselves; torchvision checks each file's MD5 against its own list before unpickling it.
+TORCHVISION_SETS = {"cifar10": "CIFAR10"}
 SPLITS = {"train": "train", "test": "t10k"}
 BINARIZE = ("dynamic", "none")
 
@@ -56,22 +60,27 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImageSet:
-    """One split of a dataset: images (N, 1, 28, 28) uint8 and labels (N,) int64."""
+    """One split of a dataset: images (N, C, H, W) uint8 and labels (N,) int64.
+
+    `class_names` names the labels of a set not in DATASETS (an imported folder); otherwise the
+    names come from DATASETS by `name`.
+    """
 
     name: str
     split: str
     images: Tensor
     labels: Tensor
+    class_names: tuple[str, ...] | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return DATASETS[self.name].classes
+        return self.class_names if self.class_names is not None else DATASETS[self.name].classes
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> ImageSet:
-        return ImageSet(self.name, self.split, self.images.to(device), self.labels.to(device))
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -151,13 +160,26 @@ def locate(name: str, split: str, data_dir: str | Path | None = None) -> tuple[P
 
 
 def load_images(
-    name: str, split: str = "train", data_dir: str | Path | None = None, *, download: bool = True
+    name: str, split: str = "train", data_dir: str | Path | None = None, *, download: bool = True, **folder
 ) -> ImageSet:
-    """Load one split of a dataset by name (`mnist`, `fashion-mnist`, `kmnist`)."""
-    if name not in DATASETS:
-        raise DatasetError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    """Load one split of a dataset by name (`mnist`, `fashion-mnist`, `kmnist`, `cifar10`, or `folder`).
+
+    `folder` with `data_dir` a folder of images: `**folder` takes the options of
+    `vae_core.folder.import_folder` (image_size, channels, test_fraction, seed, cache_dir, progress).
+    """
+    if name == FOLDER:
+        from vae_core.folder import load_folder_split  # imported late: it imports this module
+
+        return load_folder_split(data_dir, split, **folder)
+    if folder:
+        raise ValueError(f"{', '.join(sorted(folder))}: options of the {FOLDER!r} dataset only, not {name!r}")
+    if name not in DATASETS and name not in TORCHVISION_SETS:
+        known = ", ".join([*DATASETS, *TORCHVISION_SETS])
+        raise DatasetError(f"Unknown dataset {name!r}; choose one of {known} or {FOLDER!r}")
     if split not in SPLITS:
         raise DatasetError(f"Unknown split {split!r}; choose 'train' or 'test'")
+    if name in TORCHVISION_SETS:
+        return _load_torchvision(name, split, data_dir, download)
     files = locate(name, split, data_dir)
     if files is None and data_dir is None and download:
         try:
@@ -176,6 +198,25 @@ def load_images(
     return ImageSet(
         name, split, torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
     )
+
+
+def _load_torchvision(name: str, split: str, data_dir: str | Path | None, download: bool) -> ImageSet:
+    """A split of a torchvision colour set, (N, 3, H, W) uint8, downloaded (checksummed) when missing."""
+    from torchvision import datasets  # imported late: slow, and only needed here
+
+    root = Path(data_dir) if data_dir is not None else data_root()
+    cls = getattr(datasets, TORCHVISION_SETS[name])
+    try:
+        found = cls(root=str(root), train=split == "train", download=download and data_dir is None)
+    except Exception as e:  # missing, failed checksum, no network: torchvision raises several types
+        raise DatasetError(
+            f"The {name} {split} split was not found in {root} or could not be downloaded "
+            f"({type(e).__name__}: {e}). Connect to the internet so torchvision can download it into "
+            f"{data_root()}, or pass --data-dir DIR holding torchvision's {name} files."
+        ) from e
+    images = torch.from_numpy(np.ascontiguousarray(found.data.transpose(0, 3, 1, 2)))  # (N, 3, H, W)
+    labels = torch.tensor(found.targets, dtype=torch.int64)
+    return ImageSet(name, split, images, labels, tuple(found.classes))
 
 
 def to_float(images: Tensor, binarize: str = "none", generator: torch.Generator | None = None) -> Tensor:
