@@ -45,7 +45,7 @@ def run(launcher: list[str], threads: int, data_dir: Path, epochs: int, out: Pat
         str(out),
         *MODEL,
     ]
-    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(command, env=env, check=True, capture_output=True)
     return rate(out)
 
 

@@ -17,13 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ui_latency import percentiles, slider_step  # bench/ is first on sys.path; sets torch to one thread
+
+from vae_core import RunSpec, jobs, load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-
-from ui_latency import percentiles, slider_step  # noqa: E402  (sets torch to one thread, as in the app)
-
-from vae_core import RunSpec, jobs, load_checkpoint, read_metrics  # noqa: E402
 
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"
 

@@ -149,7 +149,6 @@ def run_ours(
             "--out",
             str(out),
         ],
-        cwd=ROOT,
         check=True,
         capture_output=True,
     )
@@ -206,7 +205,6 @@ def main() -> None:
 
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from vae_core.training import PRECISIONS
 
     print(

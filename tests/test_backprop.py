@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vae_core import VAE, ImageSet, RunSpec, TrainConfig, VAEConfig, elbo_terms, fit, training
-from vae_core.backprop import MLPBackprop
+from vae_core.fast import MLPBackprop, bf16
 
 MLPS = [
     VAEConfig(arch="mlp", latent_dim=20, hidden=(400,)),
@@ -76,7 +76,7 @@ def test_training_matches_the_autograd_trainer(
     config = RunSpec(model=MLPS[2], train=TrainConfig(epochs=2, batch_size=64, log_every=4, beta=0.5))
     train, test = tiny_data
     explicit = fit(config, tmp_path / "a", train_set=train, test_set=test, device="cpu")
-    monkeypatch.setattr(training.MLPBackprop, "supports", staticmethod(lambda model: False))
+    monkeypatch.setenv("VAE_FAST", "0")  # the textbook path: autograd through objective.elbo_terms
     taped = fit(config, tmp_path / "b", train_set=train, test_set=test, device="cpu")
     for p, q in zip(explicit.model.parameters(), taped.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
@@ -94,17 +94,32 @@ def bf16_step(kind: str, model: VAE, x: torch.Tensor) -> tuple[torch.Tensor, lis
     return recon, [p.grad for p in model.parameters()]
 
 
-# The written-out gradient leaves the rounding to oneDNN on a CPU, which keeps float32 without bf16 support.
-NATIVE_BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-NEEDS_BF16 = pytest.mark.skipif(not NATIVE_BF16, reason="oneDNN has no bfloat16 kernels on this CPU")
+# How the written-out step gets bfloat16 products on a CPU: as this CPU's probe decides (what training
+# does), by casting its operands (forced), or left to oneDNN's kernels (only where they round).
+ROUNDING = {"probed": None, "cast": False, "in-kernel": True}
+IN_KERNEL = pytest.mark.skipif(
+    not bf16.rounds_in_kernel(), reason="oneDNN ignores fp32_precision='bf16' on this CPU (no rounding)"
+)
 
 
-@pytest.mark.parametrize("kind", [pytest.param("written-out", marks=NEEDS_BF16), "autograd"])
-def test_bf16_products_stay_within_bfloat16_rounding(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "rounding"),
+    [
+        ("written-out", "probed"),
+        ("written-out", "cast"),
+        pytest.param("written-out", "in-kernel", marks=IN_KERNEL),
+        ("autograd", "probed"),
+    ],
+)
+def test_bf16_products_stay_within_bfloat16_rounding(
+    kind: str, rounding: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With bfloat16 products (`--precision bf16`) the terms are within 1% of float32's and every
     gradient within 5% (1-3% seen: bfloat16 keeps 8 bits, and the untrained network's gradients
     cancel), the gradients stay float32 for Adam, and they differ from float32's by far more than
-    float32 rounding (1e-7), so the products did run in bfloat16."""
+    float32 rounding (1e-7), so the products did run in bfloat16, on Intel (AMX) and AMD CPUs alike."""
+    if ROUNDING[rounding] is not None:
+        monkeypatch.setattr(bf16, "rounds_in_kernel", lambda: ROUNDING[rounding])
     torch.manual_seed(0)
     model = VAE(MLPS[0])
     x = torch.rand(128, 1, 28, 28).bernoulli()
@@ -120,9 +135,26 @@ def test_bf16_products_stay_within_bfloat16_rounding(kind: str) -> None:
         assert 1e-4 < error < 5e-2, (name, error)
 
 
-def test_bf16_on_a_cpu_casts_nothing_and_restores_the_matmul_precision() -> None:
-    """On a CPU the written-out bf16 step multiplies the float32 weights themselves (oneDNN rounds
-    them inside its kernels), and the process-wide matmul precision is as it was after the step."""
+def test_the_probe_tells_whether_a_layer_sized_product_is_rounded() -> None:
+    """Under `bfloat16_products`, a product of the 784-400 layer's size equals the product of the
+    bfloat16-rounded operands where the probe says the kernels round, and the float32 product
+    (to float32 rounding) where it says they do not."""
+    torch.manual_seed(0)
+    h, w = torch.randn(128, 784), torch.randn(400, 784)
+    with bf16.bfloat16_products():
+        got = h @ w.t()
+    exact, rounded = h @ w.t(), h.bfloat16().float() @ w.bfloat16().float().t()
+    gap = (exact - rounded).abs().max().item()  # what rounding the operands changes: about 1e-1
+    expected = rounded if bf16.rounds_in_kernel() else exact
+    assert (got - expected).abs().max().item() < gap / 100
+
+
+def test_bf16_in_the_kernels_casts_nothing_and_restores_the_matmul_precision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the kernels round, the written-out bf16 step multiplies the float32 weights themselves,
+    and the process-wide matmul precision is as it was after the step, even one that fails."""
+    monkeypatch.setattr(bf16, "rounds_in_kernel", lambda: True)
     torch.manual_seed(0)
     model = VAE(MLPS[0])
     backprop = MLPBackprop(model, torch.bfloat16)
@@ -133,3 +165,25 @@ def test_bf16_on_a_cpu_casts_nothing_and_restores_the_matmul_precision() -> None
     with pytest.raises(RuntimeError):
         backprop(torch.rand(8, 1, 14, 14), 1.0)  # wrong image size: the first product fails
     assert torch.backends.mkldnn.matmul.fp32_precision == before
+
+
+def test_bf16_where_the_kernels_do_not_round_casts_the_operands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernels ignore the request (AMD EPYC), the written-out bf16 step casts its operands
+    to bfloat16, as on a GPU, and never touches the process-wide matmul precision."""
+    monkeypatch.setattr(bf16, "rounds_in_kernel", lambda: False)
+    precisions = []
+    monkeypatch.setattr(bf16, "bfloat16_products", _recording(bf16.bfloat16_products, precisions))
+    backprop = MLPBackprop(VAE(MLPS[0]), torch.bfloat16)
+    backprop(torch.rand(8, 1, 28, 28).bernoulli(), 1.0)
+    assert not backprop.in_kernel and backprop.operands == torch.bfloat16
+    assert precisions == [False]
+
+
+def _recording(block, calls: list):
+    """`block`, recording the `enabled` of every call."""
+
+    def record(*, enabled: bool = True):
+        calls.append(enabled)
+        return block(enabled=enabled)
+
+    return record

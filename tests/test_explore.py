@@ -159,6 +159,58 @@ def test_pca_finds_the_direction_of_a_line():
     np.testing.assert_allclose(projected[:, 1], 0.0, atol=1e-9)
 
 
+def _anisotropic(seed: int = 0) -> np.ndarray:
+    """300 points in 6-D with distinct variances along rotated axes, so PC 1 and PC 2 are well defined."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    return (rng.normal(size=(300, 6)) * [5, 3, 1, 0.5, 0.2, 0.1]) @ rotation + 1.5
+
+
+def _largest_loadings(components: np.ndarray) -> np.ndarray:
+    return components[np.arange(len(components)), np.abs(components).argmax(1)]
+
+
+def test_pca_gives_each_direction_its_largest_loading_positive():
+    """pca_2d returns orthonormal directions whose entry of largest magnitude is positive."""
+    _, components = ex.pca_2d(_anisotropic())
+    np.testing.assert_allclose(components @ components.T, np.eye(2), atol=1e-12)
+    assert (_largest_loadings(components) > 0).all()
+
+
+def test_pca_does_not_depend_on_the_signs_svd_picks(monkeypatch):
+    """An SVD that returns its directions with the other signs gives the very same mean, directions
+    and map: the sign rule, not LAPACK, decides which way the map faces."""
+    points = _anisotropic()
+    mean, components = ex.pca_2d(points)
+    svd = np.linalg.svd
+
+    def flipped(a, *args, **kwargs):
+        u, s, vt = svd(a, *args, **kwargs)
+        signs = np.where(np.arange(len(s)) % 2 == 0, -1.0, 1.0)  # flip directions 1, 3, 5, ...
+        return u * signs, s, vt * signs[:, None]
+
+    monkeypatch.setattr(np.linalg, "svd", flipped)
+    flipped_mean, flipped_components = ex.pca_2d(points)
+    np.testing.assert_array_equal(flipped_mean, mean)
+    np.testing.assert_array_equal(flipped_components, components)
+
+
+def test_pca_sign_rule_holds_when_the_points_are_mirrored_through_their_mean():
+    """Mirroring the points through their mean (every principal axis flips its sign) keeps the same
+    mean and directions, so the mirrored points' map is the original map turned by 180 degrees."""
+    points = _anisotropic()
+    mean, components = ex.pca_2d(points)
+    mirrored = 2 * points.mean(0) - points
+    mirrored_mean, mirrored_components = ex.pca_2d(mirrored)
+    np.testing.assert_allclose(mirrored_mean, mean, atol=1e-12)
+    np.testing.assert_allclose(mirrored_components, components, atol=1e-12)
+    np.testing.assert_allclose(
+        ex.project(mirrored, mirrored_mean, mirrored_components),
+        -ex.project(points, mean, components),
+        atol=1e-9,
+    )
+
+
 def test_kl_order_sorts_and_marks_inactive():
     """Dimensions come largest KL first; those below 1% of the largest are inactive."""
     order, inactive = ex.kl_order([0.5, 3.0, 0.001, 1.0])

@@ -34,8 +34,8 @@ def test_bernoulli_nll_matches_torch_distributions() -> None:
 
 
 def test_bernoulli_nll_gradients_match_finite_differences() -> None:
-    """The hand-written backward: d/dlogits = sigmoid(l) - x per pixel, and d/dx = -l, checked
-    numerically in float64 for binary and grey targets."""
+    """The gradient: d/dlogits = sigmoid(l) - x per pixel (and d/dx = -l), checked numerically in
+    float64 for binary and grey targets."""
     torch.manual_seed(0)
     logits = (4 * torch.randn(3, 1, 5, 5, dtype=torch.float64)).requires_grad_()
     for x in (
@@ -64,6 +64,18 @@ def test_reparameterize_has_the_posterior_moments() -> None:
     assert z.std().item() == pytest.approx(0.5, abs=0.01)
     z.sum().backward()
     assert mu.grad is not None and logvar.grad is not None
+
+
+def test_reparameterize_with_given_noise_is_mu_plus_sigma_eps() -> None:
+    """Given eps, z = mu + exp(logvar / 2) eps exactly, also for eps with a leading sample dimension,
+    and without eps it draws torch.randn_like(mu) from the global generator."""
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    eps = torch.randn(5, 4, 3)
+    torch.testing.assert_close(reparameterize(mu, logvar, eps), mu + torch.exp(logvar / 2) * eps)
+    torch.manual_seed(7)
+    drawn = reparameterize(mu, logvar)
+    torch.manual_seed(7)
+    assert torch.equal(drawn, reparameterize(mu, logvar, torch.randn_like(mu)))
 
 
 def test_elbo_terms_add_up() -> None:

@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from tests.conftest import synthetic_images
-from vae_core import VAE, DataSpec, RunSpec, VAEConfig, load_checkpoint, save_checkpoint, score
+from vae_core import VAE, DataSpec, RunSpec, VAEConfig, load_checkpoint, save_checkpoint, score, timelapse
+from vae_core import explore as ex
 from vae_core import projection as pj
+from vae_core.atomic import DiskFullError
 
 
 @pytest.fixture
@@ -39,6 +41,19 @@ def test_pca_is_reproducible_and_its_inverse_exact_on_its_plane(points):
     p = pj.project(planar, "pca")
     np.testing.assert_allclose(p.inverse(p.coords), planar, atol=1e-4)
     assert a.exact_inverse
+
+
+def test_every_pca_map_of_the_same_points_is_the_same_map(points):
+    """The Atlas's PCA (project(method="pca")), the explorer's pca_2d + project (Interpolate, Encode)
+    and the training timelapse give identical coordinates for the same points, extra points included."""
+    extra = points[:20] * 0.5
+    atlas = pj.project(points, "pca", extra=extra)
+    mean, components = ex.pca_2d(points)
+    np.testing.assert_array_equal(atlas.mean, mean)
+    np.testing.assert_array_equal(atlas.components, components)
+    np.testing.assert_array_equal(ex.project(points, mean, components).astype(np.float32), atlas.coords[:200])
+    np.testing.assert_array_equal(ex.project(extra, mean, components).astype(np.float32), atlas.coords[200:])
+    np.testing.assert_array_equal(timelapse.map_points(points)[0], atlas.coords[:200])
 
 
 def test_latent_plane_is_its_own_inverse_and_only_for_2d(points):
@@ -142,6 +157,23 @@ def test_cache_computes_once_and_checks_the_key(cache):
     np.testing.assert_array_equal(first["coords"], second["coords"])
     assert len(calls) == 1 and pj.is_cached("k") and list(cache.glob("*.npz"))
     assert pj.cache_dir() == cache
+
+
+def test_cache_write_that_fails_leaves_no_file_behind(cache, monkeypatch):
+    """A cache write that fails (here a full disk) raises DiskFullError and leaves neither a cache file
+    nor a temporary one, so the next call computes again."""
+
+    def full_disk(file, **arrays):
+        file.write(b"half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(DiskFullError, match="disk is full"):
+        pj.cached("key", lambda: {"a": np.arange(3)})
+    assert list(cache.iterdir()) == []
+    monkeypatch.undo()
+    assert not pj.is_cached("key")
+    np.testing.assert_array_equal(pj.cached("key", lambda: {"a": np.arange(3)})["a"], np.arange(3))
 
 
 def test_cache_key_follows_the_checkpoint_file_and_sorts_parameters(tmp_path):

@@ -56,9 +56,32 @@ def test_pca_map_is_the_explorers_projection_with_a_fixed_sign() -> None:
     mu = rng.normal(size=(200, 6)) * np.array([5, 3, 1, 0.5, 0.1, 0.1])
     points, projection = timelapse.map_points(mu)
     expected = ex.project(mu, *ex.pca_2d(mu))
-    assert projection == "pca" and np.allclose(np.abs(points), np.abs(expected), atol=1e-4)
+    assert projection == "pca"
+    np.testing.assert_array_equal(points, expected.astype(np.float32))  # the explorer's map, same sign
     order = rng.permutation(200)
     assert np.allclose(timelapse.map_points(mu[order])[0], points[order], atol=1e-4)
+
+
+def test_a_snapshot_that_fails_to_write_leaves_the_previous_one(
+    tmp_path: Path, subset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rewriting an epoch's snapshot on a full disk raises, keeps the old file whole and leaves no
+    temporary file in the timelapse folder."""
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=2, hidden=(16,))).eval()
+    x, labels = subset
+    file = timelapse.snapshot(model, x, labels, tmp_path, 1)
+    before = file.read_bytes()
+
+    def full_disk(f, **arrays):
+        f.write(b"half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError, match="disk is full"):
+        timelapse.snapshot(model, x, labels, tmp_path, 1)
+    assert file.read_bytes() == before
+    assert [f.name for f in file.parent.iterdir()] == [file.name]
 
 
 def test_missing_folder_is_an_empty_timelapse(tmp_path: Path) -> None:

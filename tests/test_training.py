@@ -15,10 +15,8 @@ import torch
 from vae_core import (
     CheckpointError,
     DataSpec,
-    EpochRecord,
     ImageSet,
     RunSpec,
-    StepRecord,
     TrainConfig,
     TrainingDiverged,
     VAEConfig,
@@ -27,6 +25,7 @@ from vae_core import (
     read_metrics,
 )
 from vae_core.checkpoint import METRICS_FILE, STATE_FILE
+from vae_core.records import EpochRecord, StepRecord
 
 MODEL = VAEConfig(arch="mlp", latent_dim=2, hidden=(32,))
 

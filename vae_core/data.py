@@ -231,9 +231,9 @@ def to_float(images: Tensor, binarize: str = "none", generator: torch.Generator 
 def sample_pixels(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Binary float images with P(pixel = 1) = intensity / 255 exactly, each pixel independent.
 
-    With u uniform on {0, ..., 254}, P(u < v) = v / 255. The comparison writes floats directly, 4x
-    faster than through a bool tensor: 0.16 ms for a batch of 128 MNIST images on this project's
-    CPU, against 0.30 ms with a `torch.randint` draw per pixel.
+    With u uniform on {0, ..., 254}, P(u < v) = v / 255. The comparison writes floats directly,
+    skipping a bool tensor, and the bytes are drawn in bulk rather than by a `torch.randint` draw per
+    pixel: both make a training batch cheaper (`bench/step_speed.py` times whole steps).
     """
     u = _bytes_below_255(images.numel(), images.device, generator)
     x = torch.empty(images.shape, device=images.device)
@@ -243,12 +243,12 @@ def sample_pixels(images: Tensor, generator: torch.Generator | None = None) -> T
 def _bytes_below_255(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """n independent bytes, each uniform on {0, ..., 254}: (n,) uint8.
 
-    The bytes come eight at a time from full-range 64-bit draws, 5x faster than a `torch.randint`
+    The bytes come eight at a time from full-range 64-bit draws, much cheaper than a `torch.randint`
     draw per byte. A word holding a byte 255 (3% of them) is dropped whole: the words kept are
     uniform on {0, ..., 254}^8, since the condition is one on each byte, and keeping the first ones
     in draw order does not depend on their values. 6% spare words almost always make one draw
-    enough; the loop covers the rest. In a training loop this one `masked_select` pass takes a
-    batch's gather and binarisation from 0.33 to 0.27 ms against redrawing dropped words in place.
+    enough; the loop covers the rest. One `masked_select` pass costs less than redrawing dropped
+    words in place.
     """
     if device.type not in ("cpu", "cuda"):  # full-range 64-bit draws are a CPU and CUDA kernel
         return torch.randint(0, 255, (n,), dtype=torch.uint8, device=device, generator=generator)

@@ -1,7 +1,8 @@
 """Measuring a trained model: test ELBO, the IWAE log-likelihood, KL per dimension, active units.
 
-Every number here comes from `objective.elbo_terms` or `objective.iwae_bound`; nothing recomputes the
-ELBO. All values are nats per image; NLL = -log p(x) estimated with k importance samples.
+Every number here comes from `objective.elbo_terms` or `objective.iwae_bound` (with the fused NLL of
+`vae_core.fast` unless VAE_FAST=0); nothing recomputes the ELBO. All values are nats per image;
+NLL = -log p(x) estimated with k importance samples.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from vae_core import fast
 from vae_core.data import ImageSet, fixed_binarization, to_float
 from vae_core.model import VAE
-from vae_core.objective import elbo_terms, gaussian_kl, iwae_bound
+from vae_core.objective import gaussian_kl, iwae_bound
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015: Cov_x(E_q[u]) above 1e-2 marks an active unit
 
@@ -54,7 +56,8 @@ def score(model: VAE, x: Tensor, *, batch_size: int = 1000, seed: int = 0) -> Sc
     """ELBO terms (one posterior sample per image) and the posterior of every image in x."""
     with seeded(seed, model.device):
         parts = [
-            elbo_terms(model, x[i : i + batch_size].to(model.device)) for i in range(0, len(x), batch_size)
+            fast.elbo_terms(model, x[i : i + batch_size].to(model.device))
+            for i in range(0, len(x), batch_size)
         ]
     return Scores(*(torch.cat([getattr(p, f).cpu() for p in parts]) for f in ("recon", "kl", "mu", "logvar")))
 
@@ -80,7 +83,7 @@ def log_likelihood(
         tqdm(total=len(x), desc=f"IWAE k={k}", unit="img", disable=not progress) as bar,
     ):
         for i in range(0, len(x), batch_size):
-            out.append(iwae_bound(model, x[i : i + batch_size].to(model.device), k).cpu())
+            out.append(iwae_bound(model, x[i : i + batch_size].to(model.device), k, nll=fast.nll()).cpu())
             bar.update(len(out[-1]))
     return torch.cat(out)
 

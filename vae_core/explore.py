@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from vae_core.model import VAE
+from vae_core.objective import reparameterize
 
 SPACINGS = ("quantile", "range")
 METHODS = ("linear", "slerp")
@@ -210,14 +211,24 @@ def latent_arithmetic(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray
 
 
 def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and the first two principal directions (2, D) of points (N, D), for `project`."""
+    """The mean (D,) and the first two principal directions (2, D) of points (N, D), for `project`.
+
+    The one PCA of the explorer: every page's map of more than two latent dimensions, the Atlas and
+    the training timelapse use it. An SVD gives each direction up to its sign, so the sign is fixed
+    by a rule: each direction's largest loading (the entry of largest |.|, the first such on a tie)
+    is positive. The same points then give the same picture on every page, never a mirror image.
+    Computed in float64 whatever the points' dtype.
+    """
+    points = np.asarray(points, np.float64)
     mean = points.mean(0)
     _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
-    return mean, vt[:2]
+    components = vt[:2]  # (2, D)
+    largest = components[np.arange(len(components)), np.abs(components).argmax(1)]
+    return mean, components * np.where(largest < 0, -1.0, 1.0)[:, None]
 
 
 def project(points: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """Points (N, D) -> their coordinates (N, 2) on the principal directions from `pca_2d`."""
+    """Points (N, D), or one (D,) -> their coordinates (N, 2) on the principal directions of `pca_2d`."""
     return (np.atleast_2d(points) - mean) @ components.T
 
 
@@ -274,8 +285,8 @@ def _pil(image: np.ndarray, scale: int) -> Image.Image:
 def to_png(image: np.ndarray, *, scale: int = 1) -> bytes:
     """One image (H, W) or (H, W, 3), in [0, 1] or uint8 -> PNG bytes, enlarged `scale` times with
     sharp pixels. Fast rather than small, as these are redrawn live: zlib's lowest level with
-    run-length matches only (decoded digits are mostly runs of one grey) is a fifth faster than its
-    default strategy on a 30×30 grid, and the file comes out smaller."""
+    run-length matches only (decoded digits are mostly runs of one grey) is faster than its default
+    strategy on a decoded grid, and the file comes out smaller."""
     buffer = io.BytesIO()
     _pil(image, scale).save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
     return buffer.getvalue()
@@ -303,7 +314,7 @@ def sample_posterior(
         shapes = f"{tuple(mu.shape)} and {tuple(logvar.shape)}"
         raise ValueError(f"mu and logvar must be two (latent_dim,) vectors, got shapes {shapes}")
     eps = torch.randn(n, len(mu), generator=torch.Generator().manual_seed(int(seed)))
-    return (mu + torch.exp(0.5 * logvar) * eps).numpy()
+    return reparameterize(mu, logvar, eps).numpy()
 
 
 def nearest(points: np.ndarray, query: np.ndarray | Sequence[float], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,8 @@ back from a map position to a latent point, and an on-disk cache of both encodin
 Everything is NumPy in, NumPy out; no Streamlit. The same points, method, parameters and seed always
 give the same map. Cache files are `.npz` archives read with `allow_pickle=False`, named by a hash of a
 plain key string (checkpoint file, its mtime, split, method, sorted parameters) that is stored inside
-and checked on reading. UMAP is imported lazily: importing it takes seconds, and its numba kernels
-compile on first use (30-40 s on a small CPU), which `warm_up_umap` does once in a background thread.
+and checked on reading. UMAP is imported lazily: importing it is slow, and its numba kernels compile
+on first use (tens of seconds on a small CPU), which `warm_up_umap` does once in a background thread.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -24,6 +23,8 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from vae_core import explore as ex
+from vae_core.atomic import atomic_write
 from vae_core.data import PROJECT_ROOT
 from vae_core.evaluation import eval_inputs, score
 from vae_core.explore import to_png
@@ -159,11 +160,9 @@ def _latent(points: np.ndarray, extra: np.ndarray | None, seed: int) -> tuple[np
 
 
 def _pca(points: np.ndarray, extra: np.ndarray | None, seed: int) -> tuple[np.ndarray, dict]:
-    mean = points.astype(np.float64).mean(0)
-    _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
-    components = vt[:2] * np.sign(vt[:2, :1] + 1e-12)  # fix each direction's sign: same data, same picture
+    mean, components = ex.pca_2d(points)  # the explorer's one PCA, with its sign rule
     everything = points if extra is None else np.concatenate([points, extra])
-    return (everything - mean) @ components.T, {"mean": mean, "components": components}
+    return ex.project(everything, mean, components), {"mean": mean, "components": components}
 
 
 def _umap(
@@ -176,8 +175,8 @@ def _umap(
     n_epochs: float,
 ) -> tuple[np.ndarray, dict]:
     umap = _import_umap()
-    # PCA initialisation and 200 epochs (UMAP's default above 10k points): 4 s instead of 34 s for 10k
-    # points on 2 busy cores (spectral init and 500 epochs). A seed makes UMAP single-threaded; n_jobs=1
+    # PCA initialisation and 200 epochs (UMAP's default above 10k points) take a fraction of the time of
+    # spectral init and 500 epochs (bench/atlas_speed.py). A seed makes UMAP single-threaded; n_jobs=1
     # says so (UMAP warns otherwise).
     reducer = umap.UMAP(
         n_neighbors=int(n_neighbors), min_dist=float(min_dist), n_epochs=int(n_epochs),
@@ -297,11 +296,7 @@ def cached(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, 
         except (OSError, ValueError, KeyError):
             pass  # unreadable or foreign: recompute and overwrite
     arrays = compute()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, _key=np.array(key), **arrays)
-    os.replace(tmp, file)
+    atomic_write(file, lambda f: np.savez(f, _key=np.array(key), **arrays))
     return arrays
 
 
@@ -326,7 +321,7 @@ def _tiny_umap() -> None:
 def warm_up_umap() -> threading.Thread:
     """Import UMAP and compile its numba kernels once, in a daemon thread; returns that thread.
 
-    Call at app start: the first real map then costs seconds instead of 30-40 s. Later calls return
+    Call at app start: the first real map then skips the compilation. Later calls return
     the same thread (join it to wait for the warm-up).
     """
     global _warm_up_thread

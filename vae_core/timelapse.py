@@ -12,9 +12,6 @@ the map holds posterior means: raw for a 2-D latent space, else on their first t
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import numpy as np
 import torch
 
 from vae_core import explore as ex
+from vae_core.atomic import atomic_write
 from vae_core.model import VAE
 
 N_IMAGES = 1000  # test images on each map: enough to see the classes separate
@@ -67,14 +65,12 @@ def decoded_grid(model: VAE, n: int = GRID) -> tuple[np.ndarray, np.ndarray]:
 def map_points(mu: np.ndarray) -> tuple[np.ndarray, str]:
     """Posterior means (N, D) -> 2-D map coordinates and how they were made.
 
-    Principal axes get a fixed sign (largest loading positive) so that the map does not mirror
-    from one epoch to the next only because SVD picked the other sign.
+    Beyond two dimensions, the explorer's PCA (`explore.pca_2d`), whose sign rule keeps the map from
+    mirroring between epochs, or between this page and the others, only because SVD picked a sign.
     """
     if mu.shape[1] <= 2:
         return np.pad(mu, ((0, 0), (0, 2 - mu.shape[1]))).astype(np.float32), "raw"
-    mean, components = ex.pca_2d(mu)
-    signs = np.sign(components[np.arange(2), np.abs(components).argmax(1)])
-    return ex.project(mu, mean, components * signs[:, None]).astype(np.float32), "pca"
+    return ex.project(mu, *ex.pca_2d(mu)).astype(np.float32), "pca"
 
 
 @torch.no_grad()
@@ -83,31 +79,15 @@ def snapshot(model: VAE, x: torch.Tensor, labels: torch.Tensor, out: Path, epoch
     grid, axis = decoded_grid(model)
     points, projection = map_points(ex.encode_means(model, x))
     file = path(out, epoch)
-    _atomic_savez(
-        file,
-        epoch=np.int64(epoch),
-        grid=grid,
-        axis=axis.astype(np.float32),
-        points=points,
-        labels=labels.cpu().numpy().astype(np.int64),
-        projection=np.array(projection),
-    )
-    return file
-
-
-def _atomic_savez(file: Path, **arrays: np.ndarray) -> None:
-    """np.savez to a temporary file beside `file`, then rename: readers see all of it or nothing."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {
+        "epoch": np.int64(epoch),
+        "grid": grid,
+        "axis": axis.astype(np.float32),
+        "points": points,
+        "labels": labels.cpu().numpy().astype(np.int64),
+        "projection": np.array(projection),
+    }
+    return atomic_write(file, lambda f: np.savez(f, **arrays))
 
 
 def epochs(out: str | Path) -> list[int]:

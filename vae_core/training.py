@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vae_core.backprop import MLPBackprop
+from vae_core import fast
 from vae_core.checkpoint import (
     STATE_FILE,
     CheckpointError,
@@ -41,7 +41,6 @@ from vae_core.device import pick_device
 from vae_core.distributed import World, join, leave
 from vae_core.evaluation import eval_inputs, summarize
 from vae_core.model import VAE
-from vae_core.objective import elbo_terms
 from vae_core.records import EpochRecord, Record, StepRecord, append_record, truncate_metrics
 from vae_core.spec import LR_SCHEDULES as LR_SCHEDULES  # re-exported: the options' choices
 from vae_core.spec import PRECISIONS as PRECISIONS
@@ -161,7 +160,7 @@ class _Objective(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mixed = self.products != x.dtype
         with torch.autocast(x.device.type, dtype=self.products, enabled=mixed):
-            terms = elbo_terms(self.model, x)
+            terms = fast.elbo_terms(self.model, x)
         return terms.recon, terms.kl
 
 
@@ -197,8 +196,8 @@ class _Trainer:
         self.opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         # ReLU MLPs get their gradient written out: 10-17% faster steps on this CPU than autograd's
         # (bench/step_speed.py). DistributedDataParallel needs autograd's hooks to average gradients.
-        explicit = MLPBackprop.supports(model) and not world.distributed
-        self.backprop = MLPBackprop(model, config.products) if explicit else None
+        explicit = fast.writes_out_gradient(model) and not world.distributed
+        self.backprop = fast.MLPBackprop(model, config.products) if explicit else None
         objective = None if explicit else _Objective(model, config.products)  # the autograd path alone
         self.objective = DistributedDataParallel(objective) if world.distributed else objective
         self.pos, self.metrics = Position(), {}

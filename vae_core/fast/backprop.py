@@ -3,16 +3,14 @@
 Autograd records every operation of a step and replays the record backwards. For an MLP VAE the
 backward pass is textbook backpropagation, so `MLPBackprop` writes it out: the same forward pass,
 the same ELBO terms (`ElboTerms.of`, as `elbo_terms` scores them), the same gradients (tested
-against autograd in float64), without building the tape. A step of the 784-400-20 recipe takes
-3.05-3.28 ms against autograd's 3.50-3.92 ms on this project's 2-core CPU (an Intel Xeon with AMX),
-1.5 ms of it in its matrix products (`bench/step_speed.py`, medians of runs on one day).
+against autograd in float64), without building the tape, which makes a step faster
+(`bench/step_speed.py` measures by how much).
 
 With `products=torch.bfloat16` (mixed precision, `--precision bf16`) the matrix products take
 bfloat16 operands and accumulate in float32; the weights, their gradients (for Adam), the loss and
-dL/dx_logits stay float32. On a GPU the operands are cast to bfloat16. On a CPU every tensor stays
-float32 and oneDNN rounds the operands to bfloat16 inside its kernels
-(`torch.backends.mkldnn.matmul.fp32_precision = "bf16"`), writing float32 results: no cast of the
-weights, inputs or gradients. A step then takes 2.63-3.14 ms, 14% less than with casts.
+dL/dx_logits stay float32. On a CPU whose oneDNN kernels round float32 operands themselves
+(`bf16.rounds_in_kernel`) every tensor stays float32 and nothing is cast; elsewhere (a GPU, or a
+CPU whose kernels ignore the request) the operands are cast to bfloat16.
 
 With L = mean_n [recon_n + beta kl_n], a linear layer out = h @ W.T + b, g = dL/d(out):
 
@@ -26,14 +24,13 @@ With L = mean_n [recon_n + beta kl_n], a linear layer out = h @ W.T + b, g = dL/
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 
+from vae_core.fast import bf16
+from vae_core.fast.nll import bernoulli_nll
 from vae_core.model import VAE
-from vae_core.objective import ElboTerms
+from vae_core.objective import ElboTerms, reparameterize
 
 _relu_backward = torch.ops.aten.threshold_backward  # grad * (h > 0): autograd's own ReLU backward
 
@@ -46,9 +43,10 @@ class MLPBackprop:
     """Computes a batch's ELBO terms and fills every parameter's `.grad` with d(loss)/d(parameter).
 
     The loss is the training loss, mean over the batch of recon + beta * KL; the ELBO terms
-    returned are per image (nats), for logging. One posterior sample per image, drawn with
-    `torch.randn` exactly as `objective.reparameterize` draws it. `products` is the dtype of the
-    matrix products' operands: the parameters' own by default, or bfloat16 for mixed precision.
+    returned are per image (nats), for logging. One posterior sample per image, drawn by
+    `objective.reparameterize` from the same noise as autograd's step. `products` is the dtype of
+    the matrix products' operands: the parameters' own by default, or bfloat16 for mixed precision.
+    `in_kernel` says whether bfloat16 operands are left to the CPU's kernels (nothing is cast).
     """
 
     def __init__(self, model: VAE, products: torch.dtype | None = None) -> None:
@@ -57,8 +55,8 @@ class MLPBackprop:
         self.model = model
         weights = next(model.parameters()).dtype
         self.products = products or weights
-        # A CPU rounds float32 operands to bfloat16 inside its kernels: nothing to cast.
-        self.in_kernel = model.device.type == "cpu" and self.products == torch.bfloat16
+        on_cpu_bf16 = model.device.type == "cpu" and self.products == torch.bfloat16
+        self.in_kernel = on_cpu_bf16 and bf16.rounds_in_kernel()  # then nothing is cast
         self.operands = weights if self.in_kernel else self.products
         self.encoder, self.decoder = _linears(model.encoder), _linears(model.decoder)
 
@@ -68,7 +66,7 @@ class MLPBackprop:
 
     def __call__(self, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
         """x: (N, C, H, W) in [0, 1] -> recon, kl: each (N,); the gradients are in `.grad`."""
-        with torch.no_grad(), bfloat16_products_on_cpu(enabled=self.in_kernel):
+        with torch.no_grad(), bf16.bfloat16_products(enabled=self.in_kernel):
             return self._step(x, beta)
 
     def _step(self, x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
@@ -80,16 +78,16 @@ class MLPBackprop:
         enc_inputs = encoder.inputs(x_flat)
         mu, logvar = encoder.affine(-1, enc_inputs[-1]).to(x.dtype).chunk(2, dim=1)  # (N, D) each
         eps = torch.randn_like(mu)
-        std = logvar.mul(0.5).exp_()
-        z = torch.addcmul(mu, std, eps)
+        z = reparameterize(mu, logvar, eps)
         dec_inputs = decoder.inputs(z)
         x_logits = decoder.affine(-1, dec_inputs[-1]).to(x.dtype)  # (N, P)
-        terms = ElboTerms.of(x_flat, mu, logvar, x_logits)
+        terms = ElboTerms.of(x_flat, mu, logvar, x_logits, nll=bernoulli_nll)
 
         # Backward, from dL/dx_logits down to the first layer.
         g_z = decoder.backward(dec_inputs, torch.sigmoid(x_logits).sub_(x_flat).div_(n)).to(x.dtype)
         c = beta / n
         g_mu = torch.add(g_z, mu, alpha=c)
+        std = logvar.mul(0.5).exp_()
         g_logvar = g_z.mul_(eps).mul_(std).add_(logvar.exp().sub_(1.0), alpha=c).mul_(0.5)
         encoder.backward(enc_inputs, torch.cat([g_mu, g_logvar], dim=1), input_grad=False)
         return terms.recon, terms.kl
@@ -131,22 +129,6 @@ class _Layers:
             if i > 0:  # back through the ReLU that produced h
                 g = _relu_backward(g, h, 0)
         return g
-
-
-@contextmanager
-def bfloat16_products_on_cpu(*, enabled: bool = True) -> Iterator[None]:
-    """A block whose float32 matrix products on the CPU take bfloat16 operands and accumulate in
-    float32, rounded inside oneDNN's kernels (AMX or AVX512-BF16; float32 where the CPU has neither).
-    The setting is process-wide: products that other threads run meanwhile are rounded too."""
-    if not enabled:
-        yield
-        return
-    matmul = torch.backends.mkldnn.matmul
-    previous, matmul.fp32_precision = matmul.fp32_precision, "bf16"
-    try:
-        yield
-    finally:
-        matmul.fp32_precision = previous
 
 
 def _grad(p: nn.Parameter) -> Tensor:
