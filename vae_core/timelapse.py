@@ -13,8 +13,6 @@ the map holds posterior means: raw for a 2-D latent space, else on their first t
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 
 from vae_core import explore as ex
+from vae_core.atomic import atomic_write_bytes
 from vae_core.model import VAE
 
 N_IMAGES = 1000  # test images on each map: enough to see the classes separate
@@ -96,18 +95,10 @@ def snapshot(model: VAE, x: torch.Tensor, labels: torch.Tensor, out: Path, epoch
 
 
 def _atomic_savez(file: Path, **arrays: np.ndarray) -> None:
-    """np.savez to a temporary file beside `file`, then rename: readers see all of it or nothing."""
-    file.parent.mkdir(parents=True, exist_ok=True)
+    """np.savez through the one atomic writer: readers see all of the file or nothing."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(file, buffer.getvalue())
 
 
 def epochs(out: str | Path) -> list[int]:
