@@ -83,6 +83,7 @@ IDX_TYPES = {0x08: "unsigned bytes", 0x09: "signed bytes", 0x0B: "16-bit integer
 IDX_IMAGE_SHAPE = (28, 28)  # every IDX dataset here is MNIST-like: 28 x 28 grey images
 MAX_IDX_DIMS = 4
 MAX_IDX_BYTES = 2**30  # 20x MNIST's training images: a header declaring more is refused unread
+IDX_CHUNK = 2**24  # bytes read at a time, so a header declaring more than the file holds costs nothing
 
 
 def _shown_shape(shape: tuple[int | None, ...]) -> str:
@@ -129,7 +130,7 @@ def read_idx(path: Path, expected: tuple[int | None, ...] | None = None, what: s
                     f"{path} declares shape {shape}, {size:,} bytes of data, more than the {MAX_IDX_BYTES:,} "
                     f"an IDX file may hold here: it is damaged or not a dataset"
                 )
-            raw = f.read(size + 1)  # one byte more than declared tells an oversized file
+            raw = _read_up_to(f, size + 1)  # one byte more than declared tells an oversized file
     except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"Cannot read {path}: {str(e) or type(e).__name__}") from e
     if len(raw) < size:
@@ -143,6 +144,14 @@ def read_idx(path: Path, expected: tuple[int | None, ...] | None = None, what: s
             f"damaged, or its header is wrong"
         )
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+
+
+def _read_up_to(f: BinaryIO, n: int) -> bytearray:
+    """At most n bytes, read in chunks: memory grows with the bytes there are, not with n."""
+    data = bytearray()
+    while len(data) < n and (chunk := f.read(min(IDX_CHUNK, n - len(data)))):
+        data += chunk
+    return data
 
 
 def _check_shape(
