@@ -31,7 +31,7 @@ from vae_core.checkpoint import MODEL_FILE, read_checkpoint
 from vae_core.cli import main
 from vae_core.data import read_idx
 from vae_core.jobs import Status
-from vae_core.records import read_metrics, read_outcome
+from vae_core.records import Outcome, read_metrics, read_outcome
 from vae_core.timelapse import load_timelapse
 
 
@@ -163,6 +163,20 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path: Path, value:
         CheckpointError, match=r"non-finite weights: 2 of the 12,544 values of decoder\.2\.weight"
     ):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_resuming_a_run_with_non_finite_weights_is_a_run_error(tmp_path: Path) -> None:
+    """The Train page's Resume gets a RunError (which it shows) for a checkpoint that is refused."""
+    folder = fake_run(tmp_path, "nan", outcome=Outcome("stopped", "Stopped.", 3, 9))
+    model = small_model(folder)
+    with torch.no_grad():
+        model.encoder[1].bias[0] = float("nan")
+    save_checkpoint(folder, model, spec=RunSpec(model=model.config), metrics={}, epoch=3, step=9)
+    (folder / "train_state.pt").write_bytes(b"")
+    with pytest.raises(
+        jobs.RunError, match=r"nan cannot be resumed: .* non-finite weights: 1 of the 16 values"
+    ):
+        jobs.resume_run(jobs.read_run(folder))
 
 
 def test_evaluate_exits_non_zero_on_non_finite_results(

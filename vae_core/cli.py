@@ -236,7 +236,8 @@ def evaluate(args: argparse.Namespace) -> int:
         values = ", ".join(f"{name} {metrics[name]}" for name in bad)
         raise ValueError(
             f"{args.checkpoint} gives non-finite results on the {model.meta.dataset} test set ({values}): "
-            f"its weights overflow. Nothing was written; retrain the model or use an earlier checkpoint."
+            f"the model's outputs overflow. Nothing was written; retrain the model or use an earlier "
+            f"checkpoint."
         )
     if args.write:
         update_metrics(args.checkpoint, metrics)

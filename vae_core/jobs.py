@@ -30,7 +30,7 @@ from pathlib import Path
 
 from vae_core import budget
 from vae_core.atomic import atomic_write_text
-from vae_core.checkpoint import STATE_FILE, model_file, read_spec
+from vae_core.checkpoint import STATE_FILE, CheckpointError, model_file, read_spec
 from vae_core.data import PROJECT_ROOT
 from vae_core.records import Record, clear_outcome, read_outcome
 from vae_core.spec import RunSpec, Runtime, runtime_argv, to_argv
@@ -221,7 +221,10 @@ def resume_run(run: Run, epochs: int | None = None) -> Run:
         raise RunError(
             f"{run.name} has no checkpoint to resume from (it ended before its first step); start a new run."
         )
-    spec = read_spec(run.path)
+    try:
+        spec = read_spec(run.path)
+    except CheckpointError as e:  # damaged, non-finite or too large for this server's budget
+        raise RunError(f"{run.name} cannot be resumed: {e}") from e
     spec = spec.with_values({"train": {"epochs": epochs}}) if epochs else spec
     with _lock(run.path.parent):
         _check_capacity(run.path.parent)
