@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -29,6 +30,8 @@ from vae_core.records import EpochRecord, Outcome, Record, clear_outcome, write_
 from vae_core.spec import DATA_DIR_HELP, RunSpec, Runtime, add_flags, given_values
 from vae_core.training import FitResult, TrainingDiverged, check_out, fit, resume_spec
 
+MAX_K = 100_000  # importance samples: the log-weights of a batch of 100 images take 4 MB per 10,000
+
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a VAE and write a checkpoint folder")
@@ -47,8 +50,10 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="checkpoint folder (or its model.pt)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--k", type=int, default=5000, help="importance samples for the NLL (0 skips it)")
-    p.add_argument("--n", type=int, default=None, help="evaluate only the first N test images")
+    p.add_argument(
+        "--k", type=int, default=5000, help=f"importance samples for the NLL (0 skips it; at most {MAX_K})"
+    )
+    p.add_argument("--n", type=int, default=None, help="evaluate only the first N test images (at least 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     p.add_argument(
@@ -192,7 +197,15 @@ def _saved(out: str) -> tuple[int, int]:
 
 def _error_line(e: BaseException) -> str:
     expected = (DatasetError, CheckpointError, ValueError, OSError)
-    return str(e) if isinstance(e, expected) else f"{type(e).__name__}: {e}"
+    return describe_error(e) if isinstance(e, expected) else f"{type(e).__name__}: {describe_error(e)}"
+
+
+def describe_error(e: BaseException) -> str:
+    """What a failure says in one line: a full disk's message without its '[Errno 28]' prefix, and
+    never an empty reason."""
+    if isinstance(e, DiskFullError) and e.strerror:
+        return e.strerror
+    return str(e).strip() or type(e).__name__
 
 
 def _record(out: str, outcome: Outcome) -> None:
@@ -212,12 +225,29 @@ def _timelapse_hook(spec: RunSpec, test: ImageSet, out: Path) -> Callable[[VAE, 
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    """Measure a checkpoint; exit 1 with an error line if its ELBO or NLL is not a finite number."""
+    if not 0 <= args.k <= MAX_K:
+        raise ValueError(f"k must be between 0 and {MAX_K}, got {args.k}")
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"n must be at least 1, got {args.n}")
     model = load_checkpoint(args.checkpoint, device=pick_device(args.device))
     test = load_images(model.meta.dataset, "test", args.data_dir)
     x = eval_inputs(test, model.meta.spec.data.binarize)[: args.n]
     if args.gaps:
         return _print_gaps(args, model, x[: args.n or GAPS_IMAGES])
     metrics = summarize(model, x, k=args.k, progress=not args.json)
+    bad = [
+        name
+        for name in ("elbo", "recon", "kl", "nll")
+        if name in metrics and not math.isfinite(metrics[name])
+    ]
+    if bad:
+        values = ", ".join(f"{name} {metrics[name]}" for name in bad)
+        raise ValueError(
+            f"{args.checkpoint} gives non-finite results on the {model.meta.dataset} test set ({values}): "
+            f"the model's outputs overflow. Nothing was written; retrain the model or use an earlier "
+            f"checkpoint."
+        )
     if args.write:
         update_metrics(args.checkpoint, metrics)
     print(json.dumps(metrics) if args.json else format_report(args.checkpoint, model.meta.dataset, metrics))
@@ -248,6 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = train if args.command == "train" else evaluate
     try:
         return command(args)
-    except (DatasetError, CheckpointError, TrainingDiverged, ValueError, DiskFullError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (DatasetError, CheckpointError, TrainingDiverged, ValueError, OSError) as e:
+        print(f"error: {describe_error(e)}", file=sys.stderr)  # a full disk is a DiskFullError (OSError)
         return 1

@@ -8,9 +8,12 @@ torchvision downloads them (checksummed) into `data/`. Everything else reads IDX
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -83,22 +86,106 @@ class ImageSet:
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): a big-endian header, then the array."""
+IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one these datasets use
+IDX_TYPES = {0x08: "unsigned bytes", 0x09: "signed bytes", 0x0B: "16-bit integers", 0x0C: "32-bit integers",
+             0x0D: "32-bit floats", 0x0E: "64-bit floats"}  # fmt: skip
+IDX_IMAGE_SHAPE = (28, 28)  # every IDX dataset here is MNIST-like: 28 x 28 grey images
+MAX_IDX_DIMS = 4
+MAX_IDX_BYTES = 2**30  # 20x MNIST's training images: a header declaring more is refused unread
+IDX_CHUNK = 2**24  # bytes read at a time, so a header declaring more than the file holds costs nothing
+
+
+def _shown_shape(shape: tuple[int | None, ...]) -> str:
+    """(None, 28, 28) -> '(N, 28, 28)'."""
+    return (
+        "(" + ", ".join("N" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    )
+
+
+def _idx_shape(f: BinaryIO, path: Path) -> tuple[int, ...]:
+    """Read and check an IDX header (magic 0 0 TYPE NDIM, then NDIM big-endian sizes): the shape."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[:2] != b"\0\0":
+        raise DatasetError(f"{path} is not an IDX file: it does not start with the IDX magic bytes 00 00")
+    if magic[2] != IDX_UBYTE:
+        held = IDX_TYPES.get(magic[2], f"an unknown type 0x{magic[2]:02x}")
+        raise DatasetError(
+            f"{path} is an IDX file of {held}; expected unsigned bytes (type 0x08), as MNIST's"
+        )
+    if not 1 <= magic[3] <= MAX_IDX_DIMS:
+        raise DatasetError(
+            f"{path} declares {magic[3]} dimensions; an IDX file of images has 3 and one of labels 1"
+        )
+    sizes = f.read(4 * magic[3])
+    if len(sizes) < 4 * magic[3]:
+        raise DatasetError(f"{path} is truncated: it ends inside its header")
+    return tuple(int.from_bytes(sizes[i : i + 4], "big") for i in range(0, len(sizes), 4))
+
+
+def read_idx(path: Path, expected: tuple[int | None, ...] | None = None, what: str = "") -> np.ndarray:
+    """Read an IDX file of unsigned bytes (optionally gzipped): a big-endian header, then the array.
+
+    `expected` is the shape it must have, None for a size that may be anything (e.g. (None, 28, 28));
+    `what` says what the file should hold, for the messages. The header is checked before the data
+    is read, so a file declaring more than it holds (or more than MAX_IDX_BYTES) costs no memory."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise DatasetError(f"Cannot read {path}: {e}") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DatasetError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise DatasetError(f"{path} is truncated: header says {shape}, found {data.size} bytes")
-    return data.reshape(shape)
+            shape = _idx_shape(f, path)
+            _check_shape(path, shape, expected, what)
+            size = math.prod(shape)
+            if size > MAX_IDX_BYTES:
+                raise DatasetError(
+                    f"{path} declares shape {shape}, {size:,} bytes of data, more than the {MAX_IDX_BYTES:,} "
+                    f"an IDX file may hold here: it is damaged or not a dataset"
+                )
+            raw = _read_up_to(f, size + 1)  # one byte more than declared tells an oversized file
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"Cannot read {path}: {str(e) or type(e).__name__}") from e
+    if len(raw) < size:
+        raise DatasetError(
+            f"{path} is truncated: its header declares shape {shape}, {size:,} bytes of data, but it holds "
+            f"{len(raw):,}"
+        )
+    if len(raw) > size:
+        raise DatasetError(
+            f"{path} holds more data than its header declares (shape {shape}, {size:,} bytes): it is "
+            f"damaged, or its header is wrong"
+        )
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+
+
+def _read_up_to(f: BinaryIO, n: int) -> bytearray:
+    """At most n bytes, read in chunks: memory grows with the bytes there are, not with n."""
+    data = bytearray()
+    while len(data) < n and (chunk := f.read(min(IDX_CHUNK, n - len(data)))):
+        data += chunk
+    return data
+
+
+def _check_shape(
+    path: Path, shape: tuple[int, ...], expected: tuple[int | None, ...] | None, what: str
+) -> None:
+    if expected is None:
+        return
+    fits = len(shape) == len(expected) and all(
+        e is None or e == d for d, e in zip(shape, expected, strict=False)
+    )
+    if not fits:
+        raise DatasetError(
+            f"{path} holds an array of shape {shape}; expected {_shown_shape(expected)}"
+            + (f" for {what}" if what else "")
+        )
+
+
+def _check_labels(path: Path, labels: np.ndarray, classes: tuple[str, ...], name: str) -> None:
+    """Every label names one of the dataset's classes: 0 to len(classes) - 1."""
+    if labels.size and int(labels.max()) >= len(classes):
+        index = int(labels.argmax())
+        raise DatasetError(
+            f"{path} holds label {int(labels[index])} (for image {index}); {name} has {len(classes)} "
+            f"classes, labelled 0 to {len(classes) - 1}"
+        )
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -192,9 +279,15 @@ def load_images(
     if files is None:
         reason = "no download from an explicit --data-dir" if data_dir else "download disabled"
         raise DatasetError(_missing_message(name, split, candidate_dirs(name, data_dir), reason))
-    images, labels = (read_idx(f) for f in files)
-    if images.ndim != 3 or labels.shape != images.shape[:1]:
-        raise DatasetError(f"{files[0]} and {files[1]} do not hold matching images and labels")
+    h, w = IDX_IMAGE_SHAPE
+    images = read_idx(files[0], (None, h, w), f"the images of a {name} split ({h} x {w} grey images)")
+    labels = read_idx(files[1], (None,), f"the labels of a {name} split (one number per image)")
+    if len(labels) != len(images):
+        raise DatasetError(
+            f"{files[0]} holds {len(images):,} images but {files[1]} holds {len(labels):,} labels; a split "
+            f"has one label per image"
+        )
+    _check_labels(files[1], labels, DATASETS[name].classes, name)
     return ImageSet(
         name, split, torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
     )

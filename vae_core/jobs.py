@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,14 +28,16 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from vae_core import budget
 from vae_core.atomic import atomic_write_text
-from vae_core.checkpoint import STATE_FILE, model_file, read_spec
+from vae_core.checkpoint import STATE_FILE, CheckpointError, model_file, read_spec
 from vae_core.data import PROJECT_ROOT
 from vae_core.records import Record, clear_outcome, read_outcome
 from vae_core.spec import RunSpec, Runtime, runtime_argv, to_argv
 
 JOB_FILE, LOG_FILE = "job.json", "train.log"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+LOW_DISK_BYTES = 16 * 2**20  # less free space than a checkpoint, its log and a snapshot take
 APP_THREADS = 1  # a run started from the app leaves the other cores to the app's sessions
 
 # The trainers this process started, kept so that they are reaped (no zombies) once they end.
@@ -189,9 +192,11 @@ def start_run(
     name: str, spec: RunSpec, root: str | Path | None = None, *, data_dir: str | Path | None = None,
     device: str = "auto",
 ) -> Run:  # fmt: skip
-    """Start training a new run NAME in its own process; RunError if refused, OSError on disk trouble."""
+    """Start training a new run NAME in its own process; RunError (or BudgetError, for a model too
+    large for the operator's memory budget) if refused, OSError on disk trouble."""
     root = Path(root) if root is not None else runs_dir()
     runtime = app_runtime(data_dir, device)
+    budget.check(spec)  # a BudgetError (a ValueError) before any folder or process exists
     with _lock(root):
         name = validate_run_name(name, root)
         _check_capacity(root)
@@ -216,7 +221,10 @@ def resume_run(run: Run, epochs: int | None = None) -> Run:
         raise RunError(
             f"{run.name} has no checkpoint to resume from (it ended before its first step); start a new run."
         )
-    spec = read_spec(run.path)
+    try:
+        spec = read_spec(run.path)
+    except CheckpointError as e:  # damaged, non-finite or too large for this server's budget
+        raise RunError(f"{run.name} cannot be resumed: {e}") from e
     spec = spec.with_values({"train": {"epochs": epochs}}) if epochs else spec
     with _lock(run.path.parent):
         _check_capacity(run.path.parent)
@@ -262,7 +270,22 @@ def _status(folder: Path, pid: int | None) -> tuple[Status, str]:
         return Status.RUNNING, ""
     if outcome is not None:
         return Status(outcome.status), outcome.message
-    return Status.FAILED, "The trainer ended without recording an outcome (killed?)."
+    return Status.FAILED, _without_outcome(folder)
+
+
+def _without_outcome(folder: Path) -> str:
+    """Why a trainer that has ended left no outcome: a full disk if it looks so, else a kill."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = LOW_DISK_BYTES
+    if free < LOW_DISK_BYTES:
+        return (
+            f"The trainer ended without recording an outcome, and the disk holding {folder} is full "
+            f"({free / 2**20:.1f} MiB free): it most likely failed writing there. Free some space, then "
+            f"resume the run from its last checkpoint."
+        )
+    return "The trainer ended without recording an outcome (killed?)."
 
 
 def read_run(folder: str | Path) -> Run:

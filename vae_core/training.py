@@ -11,6 +11,7 @@ the gradients), and rank 0 alone logs and writes the checkpoint, in the single-p
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import signal
@@ -25,8 +26,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vae_core import fast
+from vae_core import budget, fast
+from vae_core.atomic import DiskFullError
 from vae_core.checkpoint import (
+    METRICS_FILE,
     STATE_FILE,
     CheckpointError,
     atomic_save,
@@ -48,6 +51,7 @@ from vae_core.spec import RunSpec
 from vae_core.spec import TrainConfig as TrainConfig
 
 Callback = Callable[[Record], None]
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors vae_core.atomic reports as a full disk
 EpochHook = Callable[[VAE, int], None]
 
 
@@ -315,7 +319,7 @@ class _Trainer:
 
     def emit(self, record: Record) -> None:
         if self.world.is_main:
-            append_record(self.out, record)
+            _append(self.out, record)
             if self.callback:
                 self.callback(record)
 
@@ -323,6 +327,20 @@ class _Trainer:
         record = self.meter.read(self.world)
         _check_finite(record, self.pos, self.out)
         return record
+
+
+def _append(out: Path, record: Record) -> None:
+    """Append a record to the metrics log; a full disk is a DiskFullError naming the log, as for
+    the atomic writes (a resume truncates the log to its checkpoint, dropping a half-written line)."""
+    try:
+        append_record(out, record)
+    except OSError as e:
+        if e.errno not in DISK_FULL or isinstance(e, DiskFullError):
+            raise
+        log = out / METRICS_FILE
+        raise DiskFullError(
+            e.errno, f"The disk is full: could not append to {log} (its records so far are kept)"
+        ) from e
 
 
 class _Clock:
@@ -363,6 +381,7 @@ def fit(
     """
     out = Path(out)
     check_out(out, resume)
+    budget.check(spec)  # before anything is built or loaded: BudgetError states the size and the limit
     world, dev = join(pick_device(device))
     try:
         train_set = train_set or load_images(spec.data.name, "train", data_dir)
