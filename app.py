@@ -84,7 +84,11 @@ def reconstructions() -> None:
         widgets.picture(
             widgets.png(ex.colorize(error), 12), caption="per-pixel error |x − x̂|", width="stretch"
         )
-        st.altair_chart(figures.error_scale(), width="content")
+        widgets.picture(
+            widgets.png(figures.error_ramp()),
+            caption="error scale: 0 (black) → 0.33 (red) → 0.67 (yellow) → 1 (white)",
+            width=256,
+        )
     state.to_url(recon_seed=seed)
 
 

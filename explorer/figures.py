@@ -53,7 +53,7 @@ def kl_chart(kl_per_dim: list[float], *, title: str = "", y_max: float | None = 
             color=alt.Color(
                 "state:N",
                 scale=alt.Scale(domain=[ACTIVE, INACTIVE], range=["#4c78a8", "#bbbbbb"]),
-                legend=alt.Legend(title=None, orient="bottom"),
+                legend=alt.Legend(title=None),
             ),
             tooltip=["dimension", "KL (nats / image)", "state"],
         )
@@ -67,26 +67,15 @@ def shared_kl_max(*kl_per_dim: list[float] | None) -> float | None:
     return max(values) if values else None
 
 
-ERROR_STEPS = 64  # colours in the error map's scale
+SCALE_SIZE = (12, 256)  # (height, width) pixels of the error map's colour bar
 
 
-def error_scale(*, title: str = "per-pixel error |x − x̂|") -> alt.Chart:
-    """The colour bar of `explore.colorize` (black 0 → red → yellow → white 1), with its axis."""
-    edges = np.linspace(0.0, 1.0, ERROR_STEPS + 1)
-    rgb = ex.to_pixels(ex.colorize((edges[:-1] + edges[1:]) / 2))  # (ERROR_STEPS, 3) uint8
-    frame = pd.DataFrame(
-        {"from": edges[:-1], "to": edges[1:], "colour": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb]}
-    )
-    return (
-        alt.Chart(frame)
-        .mark_rect()
-        .encode(
-            x=alt.X("from:Q", title=title, scale=alt.Scale(domain=[0, 1], nice=False)),
-            x2="to",
-            color=alt.Color("colour:N", scale=None),
-        )
-        .properties(height=24, width=320)
-    )
+def error_ramp() -> np.ndarray:
+    """The colour bar of `explore.colorize` as an RGB image (12, 256, 3) in [0, 1]: error 0 on the left
+    (black), through red and yellow, to 1 on the right (white)."""
+    height, width = SCALE_SIZE
+    ramp = ex.colorize(np.linspace(0.0, 1.0, width))  # (width, 3)
+    return np.broadcast_to(ramp, (height, width, 3))
 
 
 def _data_uri(png_bytes: bytes) -> str:
@@ -231,9 +220,9 @@ def _ends_trace(path: np.ndarray, names: tuple[str, str]) -> dict:
         "name": "path ends",
         "showlegend": False,
         "text": list(names),
-        "textposition": "top center",
-        "textfont": {"size": 16, "color": "black"},
-        "marker": {"size": 14, "color": "white", "line": {"color": "black", "width": 2}},
+        "textposition": "middle center",  # the letter inside its disc, whichever way the path leaves
+        "textfont": {"size": 13, "color": "black"},
+        "marker": {"size": 20, "color": "white", "line": {"color": "black", "width": 2}},
         "hovertemplate": "%{text}: (%{x:.2f}, %{y:.2f})<extra></extra>",
     }
 

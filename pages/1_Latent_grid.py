@@ -105,6 +105,7 @@ def downloads(images: object) -> None:
         "latent-grid.png",
         "image/png",
         on_click="ignore",
+        wrap=True,
     )
     if test is not None:
         right.download_button(
@@ -113,6 +114,7 @@ def downloads(images: object) -> None:
             "encoded-test-set.csv",
             "text/csv",
             on_click="ignore",
+            wrap=True,
         )
 
 

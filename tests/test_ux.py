@@ -12,6 +12,7 @@ from explorer import figures
 from explorer.state import Field
 from tests.test_app import DEFAULT, ROOT, plotly_array
 from tests.test_encode_page import digit_png
+from vae_core import explore as ex
 from vae_core import projection as pj
 
 BEST = "checkpoints/mnist-best"  # latent_dim 32: the Latent grid slices through a chosen point
@@ -191,12 +192,10 @@ def test_kl_legend_says_active_and_inactive():
 def test_the_error_map_has_a_colour_scale():
     """Under the error map a colour bar runs from black at 0 through red and yellow to white at 1."""
     at = opened(None)
-    assert any("per-pixel error" in json.dumps(spec) for spec in vega_specs(at))
-    rows = next(iter(figures.error_scale().to_dict()["datasets"].values()))
-    assert (rows[0]["from"], rows[-1]["to"]) == (0.0, 1.0)
-    rgb = np.array([[int(row["colour"][i : i + 2], 16) for i in (1, 3, 5)] for row in rows])  # (N, 3)
-    assert rgb[0].sum() < 30 and (rgb[-1] > 245).all()  # near black at 0, near white at 1
-    assert (rgb[len(rgb) // 2] == [255, 128, 0]).all() or rgb[len(rgb) // 2, 0] == 255  # red at ½
+    assert any((i.proto.imgs[0].caption or "").startswith("error scale: 0 (black)") for i in at.image)
+    row = np.asarray(ex.to_pixels(figures.error_ramp()))[0].astype(int)  # (256, 3), as the PNG holds it
+    assert (row[0] == 0).all() and (row[-1] == 255).all()  # black at 0, white at 1
+    assert row[len(row) // 3, 0] >= 250 and row[len(row) // 3, 2] == 0  # red at 1/3
 
 
 def test_compare_defaults_to_a_model_of_the_same_dataset():
