@@ -9,7 +9,7 @@ import streamlit as st
 from explorer import figures, loaders, state, widgets
 from vae_core import explore as ex
 
-ck = widgets.page("VAE latent-space explorer")
+ck = widgets.page("VAE latent-space explorer", sidebar_card=False)  # the card is on this page
 model = loaders.model(ck)
 
 st.markdown(
@@ -57,7 +57,7 @@ def prior_samples() -> None:
         widgets.picture(
             widgets.png(ex.decode_images(model, z), 16),
             caption="z ~ N(0, temperature² I), decoded",
-            width=840,
+            width="stretch",
         )
     state.to_url(temperature=temperature, seed=seed)
 
@@ -74,15 +74,20 @@ def reconstructions() -> None:
     with widgets.errors():
         x_hat, error = ex.reconstruct(model, x)
         widgets.picture(
-            widgets.png(ex.to_images(x), 12), caption="model input x (binarised as in evaluation)", width=840
+            widgets.png(ex.to_images(x), 12),
+            caption="model input x (binarised as in evaluation)",
+            width="stretch",
         )
         widgets.picture(
-            widgets.png(x_hat, 12), caption="reconstruction: the decoded posterior mean", width=840
+            widgets.png(x_hat, 12), caption="reconstruction: the decoded posterior mean", width="stretch"
         )
         widgets.picture(
-            widgets.png(ex.colorize(error), 12),
-            caption="per-pixel error |x − x̂| (black 0 → white 1)",
-            width=840,
+            widgets.png(ex.colorize(error), 12), caption="per-pixel error |x − x̂|", width="stretch"
+        )
+        widgets.picture(
+            widgets.png(figures.error_ramp()),
+            caption="error scale: 0 (black) → 0.33 (red) → 0.67 (yellow) → 1 (white)",
+            width=256,
         )
     state.to_url(recon_seed=seed)
 

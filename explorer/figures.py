@@ -29,25 +29,53 @@ PALETTE = (
 )
 
 
-def kl_chart(kl_per_dim: list[float], *, title: str = "") -> alt.Chart:
-    """KL per latent dimension as bars, inactive dimensions (KL < 1% of the largest) in grey."""
+ACTIVE, INACTIVE = "active", "inactive (KL < 1% of max)"  # the KL chart's legend
+
+
+def kl_chart(kl_per_dim: list[float], *, title: str = "", y_max: float | None = None) -> alt.Chart:
+    """KL per latent dimension as bars, inactive dimensions (KL < 1% of the largest) in grey; `y_max`
+    fixes the top of the y-scale (to compare charts side by side), else it fits the bars."""
     _, inactive = ex.kl_order(kl_per_dim)
     frame = pd.DataFrame(
-        {"dimension": range(len(kl_per_dim)), "KL (nats / image)": kl_per_dim, "inactive": inactive}
+        {
+            "dimension": range(len(kl_per_dim)),
+            "KL (nats / image)": kl_per_dim,
+            "state": np.where(inactive, INACTIVE, ACTIVE),
+        }
     )
+    y_scale = alt.Scale(domain=[0, y_max]) if y_max is not None else alt.Undefined
     return (
         alt.Chart(frame, title=title)
         .mark_bar()
         .encode(
             x=alt.X("dimension:O"),
-            y="KL (nats / image):Q",
+            y=alt.Y("KL (nats / image):Q", scale=y_scale),
             color=alt.Color(
-                "inactive:N", scale=alt.Scale(domain=[False, True], range=["#4c78a8", "#bbbbbb"])
+                "state:N",
+                scale=alt.Scale(domain=[ACTIVE, INACTIVE], range=["#4c78a8", "#bbbbbb"]),
+                legend=alt.Legend(title=None),
             ),
-            tooltip=["dimension", "KL (nats / image)", "inactive"],
+            tooltip=["dimension", "KL (nats / image)", "state"],
         )
         .properties(height=220)
     )
+
+
+def shared_kl_max(*kl_per_dim: list[float] | None) -> float | None:
+    """The largest KL of several models' dimensions: one y-scale for their KL charts."""
+    values = [max(kl) for kl in kl_per_dim if kl]
+    return max(values) if values else None
+
+
+SCALE_SIZE = (12, 256)  # (height, width) pixels of the error map's colour bar
+
+
+def error_ramp() -> np.ndarray:
+    """The colour bar of `explore.colorize` as an RGB image (12, 256, 3) in [0, 1]: error 0 on the left
+    (black), through red and yellow, to 1 on the right (white)."""
+    height, width = SCALE_SIZE
+    ramp = ex.colorize(np.linspace(0.0, 1.0, width))  # (width, 3)
+    return np.broadcast_to(ramp, (height, width, 3))
 
 
 def _data_uri(png_bytes: bytes) -> str:
@@ -139,8 +167,10 @@ def latent_map(
     classes: tuple[str, ...] = (),
     path: np.ndarray | None = None,
     titles: tuple[str, str] = ("z[0]", "z[1]"),
+    path_ends: tuple[str, str] = ("A", "B"),
 ) -> go.Figure:
-    """A 2-D latent map in display coordinates: a decoded grid under the encoded test set and a path.
+    """A 2-D latent map in display coordinates: a decoded grid under the encoded test set and a path
+    (N, 2) whose first and last points are labelled `path_ends`.
 
     The figure is written as one plain spec and validated once: building it call by call
     (add_trace, update_layout) cost more than decoding the grid.
@@ -168,6 +198,7 @@ def latent_map(
                 "marker": {"size": 7, "color": "black"},
             }
         )
+        traces.append(_ends_trace(path, path_ends))
     layout = {
         "images": images,
         "height": 640,
@@ -179,29 +210,73 @@ def latent_map(
     return go.Figure({"data": traces, "layout": layout})
 
 
+def _ends_trace(path: np.ndarray, names: tuple[str, str]) -> dict:
+    """The path's two ends as large labelled markers, so that A and B can be told apart on the map."""
+    return {
+        "type": "scatter",
+        "x": [path[0, 0], path[-1, 0]],
+        "y": [path[0, 1], path[-1, 1]],
+        "mode": "markers+text",
+        "name": "path ends",
+        "showlegend": False,
+        "text": list(names),
+        "textposition": "middle center",  # the letter inside its disc, whichever way the path leaves
+        "textfont": {"size": 13, "color": "black"},
+        "marker": {"size": 20, "color": "white", "line": {"color": "black", "width": 2}},
+        "hovertemplate": "%{text}: (%{x:.2f}, %{y:.2f})<extra></extra>",
+    }
+
+
 def _edges(centres: np.ndarray) -> tuple[float, float]:
     """The outer edges of evenly spaced cells given their centres."""
     half = (centres[-1] - centres[0]) / (2 * max(len(centres) - 1, 1)) if len(centres) > 1 else 0.5
     return float(centres[0] - half), float(centres[-1] + half)
 
 
+POSTERIOR_ZOOM = 2.5  # the initial view spans the outer ellipse this many times: 1σ then spans 1/5 of it
+MIN_HALF_VIEW = 0.25  # latent units: the smallest half-width of that view, to keep the neighbours in sight
+STAR_SIZE = 11  # px: smaller than the 1σ ellipse of a typical digit at the initial zoom
+
+
 def with_posterior(fig: go.Figure, rings: dict[int, np.ndarray], where: np.ndarray) -> go.Figure:
-    """A latent map with one encoded image on it: its n-σ ellipses {n: (M, 2) curve} and a star at
-    its posterior mean `where` (2,)."""
-    for n_std, ring in rings.items():
+    """A latent map with one encoded image on it: its n-σ ellipses {n: (M, 2) curve}, the 1σ one
+    shaded, and a star at its posterior mean `where` (2,); the initial view is zoomed onto them
+    (`posterior_view`), the rest of the map a double-click away."""
+    for n_std, ring in sorted(rings.items()):
         fig.add_trace(
             go.Scattergl(
                 x=ring[:, 0],
                 y=ring[:, 1],
                 mode="lines",
                 name=f"{n_std}σ of q(z|x)",
-                line={"color": "black", "width": 2, "dash": "solid" if n_std == 1 else "dot"},
+                line={
+                    "color": "black",
+                    "width": 2.5 if n_std == 1 else 1.5,
+                    "dash": "solid" if n_std == 1 else "dot",
+                },
+                fill="toself" if n_std == 1 else "none",
+                fillcolor="rgba(0, 0, 0, 0.15)",
                 hoverinfo="skip",
             )
         )
-    star = {"symbol": "star", "size": 20, "color": "black", "line": {"color": "white", "width": 1}}
+    star = {"symbol": "star", "size": STAR_SIZE, "color": "black", "line": {"color": "white", "width": 1}}
     fig.add_trace(go.Scattergl(x=[where[0]], y=[where[1]], mode="markers", name="your digit", marker=star))
+    x_range, y_range = posterior_view(rings)
+    fig.update_layout(xaxis={"range": x_range}, yaxis={"range": y_range})
     return fig
+
+
+def posterior_view(rings: dict[int, np.ndarray]) -> tuple[list[float], list[float]]:
+    """Square axis ranges centred on the outermost ellipse, POSTERIOR_ZOOM times its larger half-extent
+    (at least MIN_HALF_VIEW) each side: the uncertainty fills a visible part of the plot."""
+    outer = rings[max(rings)]  # (M, 2)
+    low, high = outer.min(0), outer.max(0)
+    centre = (low + high) / 2
+    half = max(POSTERIOR_ZOOM * float((high - low).max()) / 2, MIN_HALF_VIEW)
+    return [float(centre[0] - half), float(centre[0] + half)], [
+        float(centre[1] - half),
+        float(centre[1] + half),
+    ]
 
 
 def atlas_chart(

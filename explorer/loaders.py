@@ -20,9 +20,10 @@ import streamlit as st
 
 from explorer import meta, paths
 from explorer.paths import Checkpoint
-from vae_core import DATASETS, VAE, load_checkpoint, load_images, preprocess_image
+from vae_core import DATASETS, VAE, CheckpointError, load_checkpoint, load_images, preprocess_image
 from vae_core import explore as ex
 from vae_core import projection as pj
+from vae_core.checkpoint import MODEL_FILE, read_spec
 from vae_core.data import data_root
 
 if TYPE_CHECKING:
@@ -107,6 +108,24 @@ def _train_images(name: str, where: Where) -> np.ndarray:
     """The first TRAIN_POINTS training images, uint8 (N, 1, H, W), read-only."""
     train = load_images(name, "train", data_dir=where[0], download=False)
     return _read_only(train.images[:TRAIN_POINTS].numpy())[0]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _dataset_of(name: str, mtime: float) -> str | None:
+    try:
+        return read_spec(paths.resolve(name)).data.name
+    except (OSError, CheckpointError):
+        return None  # the picker shows it anyway; loading it says what is wrong
+
+
+def dataset_of(name: str) -> str | None:
+    """The dataset a checkpoint (by its shown name) was trained on, without keeping its model in
+    memory; None if it cannot be read."""
+    try:
+        mtime = os.stat(paths.resolve(name) / MODEL_FILE).st_mtime
+    except OSError:
+        return None
+    return _dataset_of(name, mtime)
 
 
 def model_inputs(ck: Checkpoint, test: TestSet, indices: np.ndarray | list[int]) -> torch.Tensor:

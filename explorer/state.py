@@ -1,9 +1,10 @@
 """What pages hand each other, and the URL state, behind typed accessors instead of string keys.
 
 Handed between pages (in `st.session_state`): the current checkpoint, the Sliders page's point z, the
-digit encoded on the Encode page, and the Interpolate page's endpoints.
+digit encoded on the Encode page, the Interpolate page's endpoints, and the Atlas's clicked position
+(kept with the map it was clicked on).
 
-URL state: a widget that a link may set is drawn through `slider`, `number_input` or `choice`, which
+URL state: a widget that a link may set is drawn through `slider`, `number_input`, `toggle` or `choice`, which
 seed it once per visit from the query parameter of its key. `Field.parse` is the one place a URL value
 is read: it is checked against what the widget accepts (type, range, step, choices; finite numbers
 only), and a value the widget cannot take is ignored with a small notice, never an exception.
@@ -30,6 +31,7 @@ ENCODED = "your digit (posterior mean)"  # a further source once the Encode page
 ENDPOINTS = {"A": "a", "B": "b"}  # the Interpolate page's two endpoints and their latent_input keys
 _SHOWN_CHARS = 40  # of a refused URL value, in the notice
 _MAX_CHARS = 100  # a longer URL value is refused unread
+_BOOLS = {"true": True, "false": False, "True": True, "False": False}  # a toggle's URL values
 
 
 # ---------------------------------------------------------------- URL state
@@ -63,6 +65,10 @@ class Field:
 
     def _typed(self, text: str) -> object:
         kind = type(self.default)
+        if kind is bool:  # before int: a bool is an int too
+            if text not in _BOOLS:
+                raise ValueError("it is not true or false")
+            return _BOOLS[text]
         if kind is int:
             if not re.fullmatch(r"[+-]?\d+", text):
                 raise ValueError("it is not a whole number")
@@ -123,7 +129,7 @@ def from_url(key: str, field: Field) -> None:
 
 def to_url(**params: object) -> None:
     """Keep a page's main settings in the URL so that the view can be shared and reopened."""
-    st.query_params.update({k: str(v) for k, v in params.items()})
+    st.query_params.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()})
 
 
 def slider(label: str, lo: float, hi: float, *, key: str, default: float, where=st, **kwargs) -> float:
@@ -137,6 +143,12 @@ def number_input(label: str, lo: float, hi: float, *, key: str, default: float, 
     """`where.number_input(label, lo, hi, key=key, ...)`, seeded from the URL within [lo, hi]."""
     from_url(key, Field(default, lo, hi))
     return where.number_input(label, lo, hi, key=key, **kwargs)
+
+
+def toggle(label: str, *, key: str, default: bool, where=st, **kwargs) -> bool:
+    """`where.toggle(label, key=key, ...)`, seeded from the URL with true or false."""
+    from_url(key, Field(default))
+    return where.toggle(label, key=key, **kwargs)
 
 
 def choice(widget: Callable, label: str, options: Sequence, *, key: str, default: object, **kwargs) -> object:
@@ -241,6 +253,27 @@ def encoded(ck: Checkpoint) -> np.ndarray | None:
     """The last encoded digit's posterior mean under this checkpoint, if any."""
     digit = st.session_state.get("encoded_digit")
     return np.asarray(digit["mu"], np.float32) if digit and digit["ckpt"] == ck.name else None
+
+
+# ---------------------------------------------------------------- the Atlas's decoded position
+
+DECODE = "atlas_decode"
+
+
+def set_decode_position(map_key: str, where: Sequence[float]) -> None:
+    """Remember a clicked map position (x, y) of the map `map_key` (method, parameters, split and
+    checkpoint, as `loaders.projection_key`), to decode it."""
+    st.session_state[DECODE] = {"map": map_key, "at": [float(v) for v in where]}
+
+
+def decode_position(map_key: str) -> list[float] | None:
+    """The clicked position to decode, if it was clicked on this very map: a position on another
+    projection (or another checkpoint's map) means nothing here, so it is forgotten."""
+    clicked = st.session_state.get(DECODE)
+    if clicked and clicked["map"] != map_key:
+        del st.session_state[DECODE]
+        return None
+    return clicked["at"] if clicked else None
 
 
 # ---------------------------------------------------------------- the Interpolate page's endpoints

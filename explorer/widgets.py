@@ -22,8 +22,9 @@ from vae_core.data import data_root
 # ---------------------------------------------------------------- page frame, picker, model card
 
 
-def page(title: str) -> Checkpoint:
-    """Set up a page: config, start-up work (once), navigation, checkpoint picker and model card."""
+def page(title: str, *, sidebar_card: bool = True) -> Checkpoint:
+    """Set up a page: config, start-up work (once), navigation, checkpoint picker and model card (in
+    the sidebar, unless the page shows the card itself)."""
     st.set_page_config(page_title=f"{title} · VAE explorer", page_icon="🧭", layout="wide")
     loaders.start_once()
     # Latent images are 28×28: let the browser enlarge them with sharp pixels instead of blur.
@@ -33,7 +34,8 @@ def page(title: str) -> Checkpoint:
             st.page_link(path, label=label)
         st.divider()
         ck = pick_checkpoint()
-        card_table(loaders.model(ck), compact=True)
+        if sidebar_card:
+            card_table(loaders.model(ck), compact=True)
     st.title(title)
     return ck
 
@@ -215,6 +217,15 @@ def image_row(images: np.ndarray, captions: list[str], *, width: int = 112) -> N
     """Images side by side, each with its caption."""
     for column, image, caption in zip(st.columns(len(images)), images, captions, strict=True):
         with column:
+            picture(png(image), caption=caption, width=width)
+
+
+def image_strip(images: np.ndarray, captions: list[str], *, width: int = 56) -> None:
+    """Small images side by side, each with its caption, wrapping onto more lines when the row is
+    narrower than they are (`image_row` gives each a column instead)."""
+    row = st.container(horizontal=True, gap="small")
+    for image, caption in zip(images, captions, strict=True):
+        with row:
             picture(png(image), caption=caption, width=width)
 
 

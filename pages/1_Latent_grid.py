@@ -49,7 +49,11 @@ def grid_view() -> None:
         else:
             extent = state.slider("range ± (z units)", 0.5, 6.0, key="range", default=3.0, step=0.25)
         dims, base = slice_controls()
-        show_points = latent_dim == 2 and test is not None and st.toggle("show the encoded test set", True)
+        show_points = (
+            latent_dim == 2
+            and test is not None
+            and state.toggle("show the encoded test set", key="points", default=True)
+        )
     with view, widgets.errors():
         images, axis = ex.latent_grid(model, n, spacing=spacing, extent=extent, dims=dims, base=base)
         mu = loaders.scores(ck, test)["mu"] if show_points else None
@@ -71,7 +75,11 @@ def grid_view() -> None:
         send_clicked(event, spacing, dims, base)
         downloads(images)
     params = {"n": n, "spacing": spacing, "mass" if spacing == "quantile" else "range": extent}
-    state.to_url(**params, **({"d0": dims[0], "d1": dims[1]} if latent_dim > 2 else {}))
+    if latent_dim > 2:
+        params |= {"d0": dims[0], "d1": dims[1]}
+    elif test is not None:
+        params["points"] = show_points
+    state.to_url(**params)
 
 
 def send_clicked(event: object, spacing: str, dims: tuple[int, int], base: object) -> None:
@@ -97,6 +105,7 @@ def downloads(images: object) -> None:
         "latent-grid.png",
         "image/png",
         on_click="ignore",
+        wrap=True,
     )
     if test is not None:
         right.download_button(
@@ -105,6 +114,7 @@ def downloads(images: object) -> None:
             "encoded-test-set.csv",
             "text/csv",
             on_click="ignore",
+            wrap=True,
         )
 
 

@@ -7,8 +7,13 @@ from vae_core import explore as ex
 
 ck = widgets.page("Compare")
 options = [name for name in paths.checkpoint_options() if name != ck.name] or [ck.name]
+same_data = [name for name in options if loaders.dataset_of(name) == meta.dataset(loaders.model(ck))]
 chosen = state.choice(
-    st.selectbox, "Compare the sidebar's checkpoint (A) with B", options, key="other", default=options[0]
+    st.selectbox,
+    "Compare the sidebar's checkpoint (A) with B",
+    options,
+    key="other",
+    default=(same_data or options)[0],  # a model of the same dataset, so that the test images are shared
 )
 other = widgets.checkpoint(chosen)
 models = {"A": loaders.model(ck), "B": loaders.model(other)}
@@ -26,7 +31,7 @@ elif (test := widgets.test_set(models["A"])) is not None:
     widgets.picture(
         widgets.png(ex.to_images(loaders.model_inputs(ck, test, indices)), 12),
         caption="test images x",
-        width=840,
+        width="stretch",
     )
     for name, (checkpoint, model) in zip("AB", ((ck, models["A"]), (other, models["B"])), strict=True):
         with widgets.errors():
@@ -34,7 +39,7 @@ elif (test := widgets.test_set(models["A"])) is not None:
             widgets.picture(
                 widgets.png(x_hat, 12),
                 caption=f"{name}: reconstructions (decoded posterior means)",
-                width=840,
+                width="stretch",
             )
 
 
@@ -60,9 +65,11 @@ prior_samples()
 
 
 st.subheader("KL per latent dimension")
+st.caption("Both charts share one y-scale, so that their bars can be compared.")
 left, right = st.columns(2)
+kl_max = figures.shared_kl_max(*(model.meta.metrics.get("kl_per_dim") for model in models.values()))
 for column, (name, model) in zip((left, right), models.items(), strict=True):
     if kl := model.meta.metrics.get("kl_per_dim"):
-        column.altair_chart(figures.kl_chart(kl, title=name), width="stretch")
+        column.altair_chart(figures.kl_chart(kl, title=name, y_max=kl_max), width="stretch")
     else:
         column.info(f"{name} stores no KL per dimension.")

@@ -57,10 +57,16 @@ def controls() -> tuple[str, int, dict, str]:
         params["perplexity"] = float(
             state.slider("t-SNE perplexity", 5, 100, key="atlas_perplexity", default=30)
         )
-    train = method != "tsne" and st.toggle(
-        f"also the first {loaders.TRAIN_POINTS:,} training images", key="atlas_train"
+    train = method != "tsne" and state.toggle(
+        f"also the first {loaders.TRAIN_POINTS:,} training images (grey)",
+        key="atlas_train",
+        default=False,
+        wrap=True,  # a narrow settings column would cut the label off
     )
-    state.to_url(atlas_method=method, atlas_seed=seed, **{f"atlas_{k}": v for k, v in params.items()})
+    shown = {f"atlas_{k}": v for k, v in params.items()} | (
+        {"atlas_train": train} if method != "tsne" else {}
+    )
+    state.to_url(atlas_method=method, atlas_seed=seed, **shown)
     return method, int(seed), params, "test+train" if train else "test"
 
 
@@ -105,9 +111,9 @@ def chart(points: pd.DataFrame, cells: pd.DataFrame | None, train=None, method: 
 # ---------------------------------------------------------------- selection, decoding, highlights
 
 
-def remember(event: object, coords: np.ndarray) -> None:
+def remember(event: object, coords: np.ndarray, map_key: str) -> None:
     """A new box or click on the map replaces session_state['atlas_picked'] (test-set indices);
-    a click on empty space sets session_state['atlas_decode'] (a map position)."""
+    a click on empty space becomes the position to decode, on this map only."""
     selection = dict(event.selection) if event else {}
     if repr(selection) == st.session_state.get("_atlas_event"):
         return
@@ -120,7 +126,7 @@ def remember(event: object, coords: np.ndarray) -> None:
     elif picks:
         st.session_state["atlas_picked"] = picks
     if cells:
-        st.session_state["atlas_decode"] = [float(cells[-1]["cx"]), float(cells[-1]["cy"])]
+        state.set_decode_position(map_key, [float(cells[-1]["cx"]), float(cells[-1]["cy"])])
 
 
 def selection_panel() -> None:
@@ -141,19 +147,19 @@ def selection_panel() -> None:
     table = {"index": shown, "class": np.asarray(test.classes)[test.labels[shown]]}
     table |= {"ELBO (nats / image)": s["elbo"][shown], "recon (nats)": s["recon"][shown]}
     table |= {"KL (nats)": s["kl"][shown]}
-    st.dataframe(pd.DataFrame(table), hide_index=True, height=210)
+    st.dataframe(pd.DataFrame(table), hide_index=True)  # as tall as its rows (up to ten, then it scrolls)
     label = lambda i: f"#{i} · {test.classes[test.labels[i]]}"  # noqa: E731
     chosen = st.selectbox("send one of them", picked, format_func=label, key="atlas_send")
     left, middle, right = st.columns(3)
-    middle.button("as interpolation start A", on_click=state.set_endpoint, args=("A", chosen))
-    right.button("as interpolation end B", on_click=state.set_endpoint, args=("B", chosen))
-    if left.button("to the sliders", type="primary"):
+    middle.button("as interpolation start A", on_click=state.set_endpoint, args=("A", chosen), wrap=True)
+    right.button("as interpolation end B", on_click=state.set_endpoint, args=("B", chosen), wrap=True)
+    if left.button("to the sliders", type="primary", wrap=True):
         widgets.send_to_sliders(ck, s["mu"][chosen])
 
 
-def decode_panel(projection: pj.Projection) -> None:
+def decode_panel(projection: pj.Projection, map_key: str) -> None:
     st.subheader("Decoded where you clicked")
-    where = st.session_state.get("atlas_decode")
+    where = state.decode_position(map_key)
     if where is None:
         st.caption(
             "Hover anywhere on the map to preview the decoded image; click empty space to decode it here."
@@ -188,8 +194,12 @@ def atlas() -> None:
     with settings:
         method, seed, params, split = controls()
         n_marked = state.slider("highlight the N worst", 0, 50, key="atlas_marked", default=10)
-        st.button("Clear the selection", on_click=st.session_state.pop, args=("atlas_picked", None))
+        state.to_url(atlas_marked=n_marked)
+        st.button(
+            "Clear the selection", on_click=st.session_state.pop, args=("atlas_picked", None), wrap=True
+        )
     projection = None  # stays None if the map fails (the error is shown in its place)
+    map_key = loaders.projection_key(ck, split, method, seed, params)
     with view, widgets.errors():
         holder = st.empty()
         projection = compute_map(method, seed, params, split, holder)
@@ -206,13 +216,13 @@ def atlas() -> None:
             f"{len(test):,} test images ({test.name}), posterior means projected by {LABELS[method]}, "
             f"seed {seed}. Hover a point for its image, empty space for the image decoded there."
         )
-        remember(event, coords)
+        remember(event, coords, map_key)
     left, right = st.columns([3, 1])
     with left, widgets.errors():
         selection_panel()
     with right, widgets.errors():
         if projection is not None:
-            decode_panel(projection)
+            decode_panel(projection, map_key)
     if n_marked:
         highlights(min(n_marked, 12))
 

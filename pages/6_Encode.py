@@ -17,6 +17,7 @@ CANVAS = 280  # px: 10 canvas pixels per MNIST pixel
 BRUSH = 20
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
 SAMPLES, NEIGHBOURS = 16, 8
+RESULTS_MIN_WIDTH = 400  # px: three pictures and the metrics side by side need about this much
 SLIDERS, INTERPOLATE = "pages/2_Sliders.py", "pages/3_Interpolate.py"
 
 ck = widgets.page("Encode")
@@ -61,12 +62,16 @@ def digit_input() -> tuple[bytes | None, str]:
 def pictures(data: bytes, name: str, x: object) -> None:
     """The original, what the model sees, and the decoded posterior mean, side by side."""
     x_hat, _ = ex.reconstruct(model, x)
-    original, seen, recon = st.columns(3)
-    original.image(data, caption=f"original: {name}", width=168)
+    original, seen, recon = st.columns(3)  # each image as wide as its column: they never overlap
+    original.image(data, caption=f"original: {name}", width="stretch")
     with seen:
-        widgets.picture(widgets.png(ex.to_images(x)[0]), caption="what the model sees (28 × 28)", width=168)
+        widgets.picture(
+            widgets.png(ex.to_images(x)[0]), caption="what the model sees (28 × 28)", width="stretch"
+        )
     with recon:
-        widgets.picture(widgets.png(x_hat[0]), caption="reconstruction (decoded posterior mean)", width=168)
+        widgets.picture(
+            widgets.png(x_hat[0]), caption="reconstruction (decoded posterior mean)", width="stretch"
+        )
     if meta.binarization(model) == "dynamic":
         st.caption(
             "This model was trained on dynamically binarised digits, each pixel black or white with its "
@@ -78,18 +83,21 @@ def pictures(data: bytes, name: str, x: object) -> None:
 
 def elbo_metrics(elbo: float, recon: float, kl: float) -> None:
     """The ELBO and its terms, and how it ranks among the test images' ELBOs."""
-    columns = st.columns(4)
-    columns[0].metric("ELBO (nats / image)", f"{elbo:.1f}", help="−(recon + KL), one posterior sample")
-    columns[1].metric("recon (nats / image)", f"{recon:.1f}")
-    columns[2].metric("KL (nats / image)", f"{kl:.1f}")
+    row = st.container(horizontal=True, gap="medium")  # metrics as wide as their labels, wrapping
+    row.metric(
+        "ELBO (nats / image)", f"{elbo:.1f}", help="−(recon + KL), one posterior sample", width="content"
+    )
+    row.metric("recon (nats / image)", f"{recon:.1f}", width="content")
+    row.metric("KL (nats / image)", f"{kl:.1f}", width="content")
     if test is None:
         return
     rank = ex.percentile_of(loaders.scores(ck, test)["elbo"], elbo)
     verdict = "typical" if rank >= 10 else "unusual" if rank >= 1 else "very unusual"
-    columns[3].metric(
+    row.metric(
         "test percentile",
         f"{rank:.0f}",
         help="the share of test images with a lower ELBO, scored as in the model card",
+        width="content",
     )
     st.caption(
         f"Its ELBO is higher than that of {rank:.1f}% of the {len(test):,} test images: {verdict} "
@@ -110,8 +118,10 @@ def latent_map(mu: np.ndarray, logvar: np.ndarray) -> None:
     rings = {n_std: ex.sigma_ellipse(mu, logvar, n_std=n_std, projection=axes) for n_std in (1, 2)}
     st.plotly_chart(figures.with_posterior(fig, rings, where), key="encode_map")
     st.caption(
-        "Dots: posterior means of test images. Star: your digit's posterior mean; curves: its 1-σ and 2-σ "
-        + ("ellipses." if projection is None else "ellipses, projected onto the first two principal axes.")
+        "Dots: posterior means of test images. Star: your digit's posterior mean; curves: its 1-σ (shaded) "
+        "and 2-σ "
+        + ("ellipses" if projection is None else "ellipses, projected onto the first two principal axes")
+        + ". The view is zoomed onto them: double-click the map to see all of it."
     )
 
 
@@ -122,24 +132,24 @@ def posterior_samples(mu: np.ndarray, logvar: np.ndarray) -> None:
     with widgets.errors():
         z = ex.sample_posterior(mu, logvar, SAMPLES, seed=seed)
         images = ex.decode_images(model, z)
-        widgets.picture(widgets.png(images, SAMPLES // 2), caption="decodes of z ~ q(z|x)", width=448)
+        widgets.picture(widgets.png(images, SAMPLES // 2), caption="decodes of z ~ q(z|x)", width="stretch")
 
 
 def neighbours(mu: np.ndarray) -> None:
     indices, distances = ex.nearest(loaders.scores(ck, test)["mu"], mu, NEIGHBOURS)
     captions = [f"{test.classes[test.labels[i]]} · {d:.2f}" for i, d in zip(indices, distances, strict=True)]
-    widgets.image_row(ex.uint8_images(test.images[indices]), captions, width=56)
+    widgets.image_strip(ex.uint8_images(test.images[indices]), captions, width=56)
     st.caption("Test images whose posterior means are closest to your digit's (Euclidean distance).")
 
 
 def send(mu: np.ndarray) -> None:
     """Hand the posterior mean to the Sliders or the Interpolate page and go there."""
-    columns = st.columns(3)
-    if columns[0].button("Send to sliders", icon=":material/tune:"):
+    row = st.container(horizontal=True)  # buttons as wide as their labels; a narrow page wraps them
+    if row.button("Send to sliders", icon=":material/tune:"):
         state.set_z(ck, mu)
         st.switch_page(SLIDERS)
-    for column, end in zip(columns[1:], state.ENDPOINTS, strict=True):
-        if column.button(f"Interpolation endpoint {end}", icon=":material/timeline:"):
+    for end in state.ENDPOINTS:
+        if row.button(f"Interpolation endpoint {end}", icon=":material/timeline:"):
             state.set_endpoint(end)
             st.switch_page(INTERPOLATE)
 
@@ -151,9 +161,7 @@ def encode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     except ImageError as e:
         st.error(str(e), icon=":material/broken_image:")
         return None
-    scores = pj.score_inputs(
-        model, x
-    )  # ELBO terms with one seeded posterior sample, as the test set is scored
+    scores = pj.score_inputs(model, x)  # ELBO terms with one seeded posterior sample, as for the test set
     mu, logvar = scores["mu"][0], scores["logvar"][0]  # (latent_dim,) each
     state.remember_encoded(ck, mu)
     pictures(data, name, x)
@@ -177,7 +185,15 @@ def details(mu: np.ndarray, logvar: np.ndarray) -> None:
             latent_map(mu, logvar)
 
 
-source, top = st.columns([1, 2])
+# The input keeps the canvas's width; the results take the rest of the row, or all of the next line
+# when less than RESULTS_MIN_WIDTH is left: the flex row wraps its item (the results' layout wrapper)
+# at that min-width.
+st.html(
+    "<style>[data-testid=stLayoutWrapper]:has(> .st-key-encode_results) "
+    f"{{ min-width: min({RESULTS_MIN_WIDTH}px, 100%); }}</style>"
+)
+row = st.container(horizontal=True, gap="large")
+source, top = row.container(width=CANVAS), row.container(key="encode_results")
 with source:
     data, name = digit_input()
 digit = None

@@ -74,7 +74,7 @@ def test_injected_selection_shows_images_scores_and_sends_z():
 
 def test_a_click_on_empty_space_decodes_it():
     """A map position (as a click on the lattice leaves it) is decoded and can go to the sliders."""
-    at = run(atlas_decode=[0.5, -1.0])
+    at = run(atlas_decode={"map": pj.cache_key(ROOT / DEFAULT, "test", "latent", seed=0), "at": [0.5, -1.0]})
     captions = [i.proto.imgs[0].caption for i in at.image]
     assert "map position (0.50, -1.00)" in captions
     assert any("exact inverse" in c.value for c in at.caption)
