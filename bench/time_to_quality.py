@@ -102,7 +102,8 @@ def run_ours(flags: list[str], data_dir: str, device: str, tmp: Path) -> tuple[R
     if len(epochs) != len(arrivals):
         raise RuntimeError(f"{len(arrivals)} epoch lines on stdout but {len(epochs)} epoch records")
     walls = [0.0] + [r["wall_time"] for r in epochs]
-    rate = [r["samples_per_s"] for r in records if r["event"] == "step"][-1]
+    rates = [r["samples_per_s"] for r in records if r["event"] == "step"]  # none in a run of few steps
+    rate = rates[-1] if rates else float("nan")
     shutil.rmtree(out)
     run = Run(arrivals, [r["test_elbo"] for r in epochs], [b - a for a, b in itertools.pairwise(walls)])
     return run, rate
@@ -116,8 +117,8 @@ def reached(run: Run, target: float) -> str:
 
 
 def spread(values: list[float], unit: str = "") -> str:
-    """median and range: '9.10 s (8.70-9.90)'."""
-    return f"{statistics.median(values):.2f}{unit} ({min(values):.2f}-{max(values):.2f})"
+    """median and range: '9.10 s (8.70 to 9.90)'."""
+    return f"{statistics.median(values):.2f}{unit} ({min(values):.2f} to {max(values):.2f})"
 
 
 def one_round(r: int, args: argparse.Namespace, root: str, tmp: Path) -> dict[str, Run]:
