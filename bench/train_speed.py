@@ -39,7 +39,8 @@ FILES = (
 
 
 def canonical(root: str, epochs: int, workers: int) -> None:
-    """pytorch/examples vae/main.py, trimmed of image saving; prints one JSON line per epoch."""
+    """pytorch/examples vae/main.py, trimmed of image saving; prints one JSON line per epoch, with
+    its train loss and, as its `test()` computes it, the test loss (nats per image)."""
     import torch
     import torch.nn.functional as F
     from torch import nn, optim
@@ -83,12 +84,14 @@ def canonical(root: str, epochs: int, workers: int) -> None:
             train_loss += loss.item()
             optimizer.step()
         model.eval()
+        test_loss = 0.0
         with torch.no_grad():
             for data, _ in test_loader:
                 recon_batch, mu, logvar = model(data)
-                loss_function(recon_batch, data, mu, logvar)
+                test_loss += loss_function(recon_batch, data, mu, logvar).item()
         elapsed = time.perf_counter() - start
-        print(json.dumps({"epoch": epoch, "seconds": elapsed, "loss": train_loss / 60000}), flush=True)
+        record = {"epoch": epoch, "seconds": elapsed, "loss": train_loss / 60000}
+        print(json.dumps(record | {"test_loss": test_loss / len(test_loader.dataset)}), flush=True)
 
 
 def torchvision_root(data_dir: Path, tmp: Path) -> str:

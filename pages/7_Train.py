@@ -16,6 +16,7 @@ from streamlit.delta_generator import DeltaGenerator
 from explorer import figures, paths, widgets
 from vae_core import DATASETS, jobs, timelapse
 from vae_core.jobs import Run, RunError, Status
+from vae_core.presets import resolve
 from vae_core.records import EpochRecord, Record, StepRecord, read_metrics
 from vae_core.spec import FormField, RunSpec, form_fields, parse_ints
 
@@ -38,17 +39,17 @@ def spec_widget(box: DeltaGenerator, f: FormField) -> object:
     """The widget of one spec option, from its declaration: choices, a number range, or a list."""
     opt, key = f.option, f"t_{f.key}"
     if opt.choices:
-        index = opt.choices.index(f.default)
+        index = opt.choices.index(f.initial)
         if len(opt.choices) <= 3:
             return box.radio(opt.label, opt.choices, index, key=key, horizontal=True, help=opt.help)
         return box.selectbox(opt.label, opt.choices, index, key=key, help=opt.help)
     if f.kind is tuple:  # several whole numbers, typed as text and read by parse_ints
-        return box.text_input(opt.label, " ".join(map(str, f.default)), key=key, help=opt.help)
+        return box.text_input(opt.label, " ".join(map(str, f.initial)), key=key, help=opt.help)
     if f.kind is int:
-        return box.number_input(opt.label, int(opt.min), int(opt.max), f.default, key=key, help=opt.help)
+        return box.number_input(opt.label, int(opt.min), int(opt.max), f.initial, key=key, help=opt.help)
     step = opt.step or 0.01
     return box.number_input(
-        opt.label, float(opt.min), float(opt.max), float(f.default), step=step, format="%g", key=key,
+        opt.label, float(opt.min), float(opt.max), float(f.initial), step=step, format="%g", key=key,
         help=opt.help,
     )  # fmt: skip
 
@@ -60,14 +61,15 @@ def spec_columns() -> dict[str, list[DeltaGenerator]]:
 
 
 def read_form(values: dict[tuple[str, str], object]) -> RunSpec:
-    """The spec the form's values describe; ValueError naming the option if one is out of range."""
+    """The spec the form's values describe, the preset filling the options left at their defaults;
+    ValueError naming the option if one is out of range."""
     by_section: dict[str, dict[str, object]] = {}
     for f in form_fields():
         value = values[f.section, f.name]
-        by_section.setdefault(f.section, {})[f.name] = (
-            parse_ints(value, f.option.label) if f.kind is tuple else value
-        )
-    return RunSpec.from_values(by_section)
+        value = parse_ints(value, f.option.label) if f.kind is tuple else value
+        if value != f.default:
+            by_section.setdefault(f.section, {})[f.name] = value
+    return resolve(by_section)
 
 
 def new_run_form() -> None:

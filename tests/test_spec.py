@@ -38,7 +38,7 @@ EVERY_OPTION = ["--dataset", "fashion-mnist", "--binarize", "none", "--arch", "c
                 "--hidden", "8", "16", "--activation", "elu", "--epochs", "7", "--batch-size", "32",
                 "--lr", "0.003", "--lr-schedule", "cosine", "--min-lr", "1e-05", "--beta", "2.5",
                 "--warmup-epochs", "1.5", "--seed", "4", "--log-every", "5",
-                "--precision", "bf16"]  # fmt: skip
+                "--precision", "bf16", "--lr-warmup-epochs", "0.5", "--preset", "fast"]  # fmt: skip
 RUNTIME_FLAGS = {"--data-dir", "--device", "--threads", "--timelapse", "--out", "--resume", "--help", "-h"}
 
 

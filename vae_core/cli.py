@@ -26,6 +26,7 @@ from vae_core.device import pick_device
 from vae_core.evaluation import eval_inputs, summarize
 from vae_core.gaps import GAPS_IMAGES, GAPS_K, format_gaps, gaps
 from vae_core.model import VAE
+from vae_core.presets import apply_preset
 from vae_core.records import EpochRecord, Outcome, Record, clear_outcome, write_outcome
 from vae_core.spec import DATA_DIR_HELP, RunSpec, Runtime, add_flags, given_values
 from vae_core.training import FitResult, TrainingDiverged, check_out, fit, resume_spec
@@ -96,11 +97,13 @@ class _ProgressBar:
 
 
 def run_spec(args: argparse.Namespace) -> RunSpec:
-    """The spec the flags ask for; with --resume, the stored one, of which only --epochs may change."""
+    """The spec the flags ask for, the --preset filling what they leave out; with --resume, the
+    stored one, of which only --epochs may change."""
     values = given_values(args)
-    del values["runtime"]  # how the run executes, not what it trains
     if not args.resume:
-        return RunSpec.from_values(values)
+        values = apply_preset(values, _device(args))
+        return RunSpec.from_values({s: v for s, v in values.items() if s != "runtime"})
+    del values["runtime"]  # how the run executes, not what it trains
     stored = resume_spec(args.out)
     asked = stored.with_values(values)
     changed = [flag for flag in stored.differences(asked) if flag != "--epochs"]
@@ -112,12 +115,23 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
     return asked
 
 
+def run_runtime(args: argparse.Namespace, spec: RunSpec) -> Runtime:
+    """How the run executes: the runtime flags, and the threads of the spec's preset if not given."""
+    given = {**spec.to_dict(), "runtime": given_values(args)["runtime"]}
+    return Runtime(**apply_preset(given, _device(args))["runtime"])
+
+
+def _device(args: argparse.Namespace) -> str:
+    return getattr(args, "runtime.device") or Runtime().device
+
+
 def train(args: argparse.Namespace) -> int:
     """Train, and record how the run ended in outcome.json (rank 0), however it ends once started.
 
     Bad options, and an --out that already holds a checkpoint (without --resume), are refused before
     the run starts: nothing is written then."""
-    runtime, spec = Runtime(**given_values(args)["runtime"]), run_spec(args)
+    spec = run_spec(args)
+    runtime = run_runtime(args, spec)
     check_out(args.out, args.resume)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
     if main_rank:

@@ -25,7 +25,10 @@ from vae_core.data import BINARIZE, DATASETS
 
 ARCHITECTURES = ("mlp", "conv")
 ACTIVATIONS = ("relu", "elu", "gelu", "tanh", "silu")  # built by vae_core.model.ACTIVATIONS
-LR_SCHEDULES = ("constant", "cosine")
+# How the learning rate decays after its linear warm-up (lr_warmup_epochs, none by default):
+# constant: stays at lr; cosine and linear: from lr down to min_lr at the last epoch.
+LR_SCHEDULES = ("constant", "cosine", "linear")
+PRESETS = ("none", "fast")  # their settings: vae_core.presets
 # fp32: every product in float32. bf16: mixed precision; the matrix products take bfloat16 operands
 # and accumulate in float32, while the weights, Adam's state, the loss and its gradient at the
 # logits stay float32. It halves the products' time on CPUs with AVX512-BF16 or AMX and on GPUs
@@ -50,6 +53,7 @@ class Option:
     max: float | None = None
     max_items: int = 1  # a tuple field: how many numbers at most
     step: float | None = None  # the form's increment
+    form_default: Any = None  # the form's initial value, where it is not the default
 
 
 def option(default: Any, **kwargs: Any) -> Any:
@@ -222,8 +226,17 @@ class TrainConfig:
         min=0.0,
         max=1e6,
         step=1e-5,
-        label="final learning rate (cosine)",
-        help="final learning rate of the cosine schedule",
+        label="final learning rate (cosine, linear)",
+        help="final learning rate of the cosine and linear schedules",
+    )
+    lr_warmup_epochs: float = option(
+        0.0,
+        min=0.0,
+        max=100_000.0,
+        step=0.5,
+        label="learning-rate warm-up (epochs)",
+        help="epochs over which the learning rate ramps up linearly from 0 to --lr; the schedule's "
+        "decay follows, over the remaining epochs",
     )
     beta: float = option(
         1.0,
@@ -260,9 +273,24 @@ class TrainConfig:
         "bfloat16 tensor cores (Ampere on); slower or no faster elsewhere. Evaluation is "
         "always float32",
     )
+    preset: str = option(
+        "none",
+        choices=PRESETS,
+        label="preset",
+        form_default="fast",
+        help="fast: the batch size, learning-rate schedule, precision, threads and epochs measured to "
+        "reach a good model soonest for the architecture and data (vae_core.presets); any option "
+        "given explicitly overrides it (on the Train form: any option changed from its default). "
+        "none: the defaults",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.lr_warmup_epochs >= self.epochs and self.lr_warmup_epochs > 0:
+            raise ValueError(
+                f"lr_warmup_epochs ({self.lr_warmup_epochs:g}) must be less than epochs ({self.epochs}): "
+                f"the learning rate would never leave its warm-up. Shorten the warm-up or train longer."
+            )
 
     def beta_at(self, epoch: float) -> float:
         """β, ramped linearly from 0 over the warm-up epochs."""
@@ -276,9 +304,18 @@ class TrainConfig:
         return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     def lr_at(self, epoch: float) -> float:
+        """The learning rate `epoch` epochs in: lr t / W during a warm-up of W epochs, then the
+        schedule's decay over the remaining epochs, with u = (t - W) / (epochs - W) going 0 -> 1:
+        constant lr; cosine min_lr + (lr - min_lr) (1 + cos(pi u)) / 2; linear lr - (lr - min_lr) u."""
+        warmup = self.lr_warmup_epochs
+        if epoch < warmup:
+            return self.lr * epoch / warmup
         if self.lr_schedule == "constant":
             return self.lr
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * epoch / self.epochs))
+        u = min(1.0, (epoch - warmup) / (self.epochs - warmup))
+        if self.lr_schedule == "linear":
+            return self.lr - (self.lr - self.min_lr) * u
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * u))
 
 
 @dataclass(frozen=True)
@@ -463,8 +500,9 @@ class FormField:
     name: str
     key: str  # the widget key, from the flag: latent_dim, batch_size, dataset, ...
     option: Option
-    default: Any
+    default: Any  # the spec's default: what an option left at it is taken to mean
     kind: type  # str (a choice), int, float, or tuple (several ints, typed as text)
+    initial: Any  # what the widget starts at: the option's form_default, else its default
 
 
 def form_fields() -> list[FormField]:
@@ -472,6 +510,7 @@ def form_fields() -> list[FormField]:
     out = []
     for section, f, flag in _flagged(SECTIONS):
         kind, many, _ = _kind(_hints(SECTIONS[section])[f.name])
-        key = flag.lstrip("-").replace("-", "_")
-        out.append(FormField(section, f.name, key, f.metadata["option"], f.default, tuple if many else kind))
+        key, opt = flag.lstrip("-").replace("-", "_"), f.metadata["option"]
+        initial = f.default if opt.form_default is None else opt.form_default
+        out.append(FormField(section, f.name, key, opt, f.default, tuple if many else kind, initial))
     return out
