@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from vae_core import eval_inputs, load_checkpoint, load_images
-from vae_core.gaps import binarize_of, iwae_curve, posterior_grid, refine_posterior
+from vae_core.gaps import iwae_curve, posterior_grid, refine_posterior
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     test = load_images(model.meta.dataset, "test", args.data_dir)
-    x = eval_inputs(test, binarize_of(model))[args.image : args.image + 1]
+    x = eval_inputs(test, model.meta.spec.data.binarize)[args.image : args.image + 1]
     grid = posterior_grid(model, x)
     threads = torch.get_num_threads()
     print(f"{args.checkpoint}, test image {args.image}, {threads} threads, median of {args.repeats}")
