@@ -41,10 +41,12 @@ FIT_MASS = BORDER_MASS / 10  # a side whose band of the fitting scan holds more 
 EXTEND = 0.5  # a leaking side moves out by this fraction of the window's width on its axis
 MAX_WIDENINGS = 4
 Q_MASS_TOLERANCE = 1e-3  # a q whose grid mass is further than this from 1 cannot be scored on the grid
+CREDIBLE_MASSES = (0.5, 0.9, 0.99)  # the highest-density regions whose contours the Posterior page draws
 IWAE_KS = (1, 5, 50, 500, 5000)
 REFINE_STEPS = 300
 REFINE_LR = 0.05
 REFINE_SAMPLES = 16  # reparameterised samples per refinement step
+PROGRESS_EVERY = 10  # refinement steps between progress reports
 ELBO_SAMPLES = 1000  # samples of the Monte-Carlo ELBO that compares q with q*
 GAPS_IMAGES = 100  # test images `evaluate --gaps` measures unless told
 GAPS_K = max(IWAE_KS)  # importance samples of the log p(x) estimate without a grid
@@ -125,6 +127,45 @@ class PosteriorGrid:
             return math.nan
         kl_prior = gaussian_kl(mu.double(), logvar.double()).sum()
         return ((q_mass * self.log_likelihood).sum() - kl_prior).item()
+
+    @property
+    def cell_widths(self) -> Tensor:
+        """Each cell's width along z1 and z2: (2,)."""
+        low, high = torch.tensor(self.window, dtype=torch.float64).view(2, 2).T
+        return (high - low) / torch.tensor([len(self.z1), len(self.z2)])
+
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """Mean (2,) and covariance (2, 2) of the grid's posterior, a density that is constant in each
+        cell: the midpoint sums plus each cell's own variance, width² / 12 per axis."""
+        mass = (self.log_posterior.exp() * self.cell_area).flatten()  # (n * n,)
+        mass = mass / mass.sum()
+        z = torch.stack(torch.meshgrid(self.z1, self.z2, indexing="ij"), -1).reshape(-1, 2).double()
+        mean = mass @ z
+        centred = z - mean
+        return mean, (mass[:, None] * centred).T @ centred + torch.diag(self.cell_widths**2 / 12)
+
+    def credible_levels(self, masses: tuple[float, ...] = CREDIBLE_MASSES) -> Tensor:
+        """The log densities whose superlevel sets {z: log p(z|x) >= level} hold each posterior mass:
+        the contours of the highest-density regions, (len(masses),)."""
+        log_density = self.log_posterior.flatten().sort(descending=True).values  # (n * n,)
+        cell_mass = log_density.exp() * self.cell_area
+        held = cell_mass.cumsum(0) - cell_mass / 2  # mass above each cell's middle: a cell is half in
+        target = torch.tensor(masses, dtype=held.dtype)
+        right = torch.searchsorted(held, target).clamp(1, len(held) - 1)  # linear interpolation between
+        t = ((target - held[right - 1]) / (held[right] - held[right - 1])).clamp(0, 1)  # two cells
+        return torch.lerp(log_density[right - 1], log_density[right], t)
+
+
+def sample_grid(grid: PosteriorGrid, n: int, *, seed: int = 0) -> Tensor:
+    """n samples z ~ p(z|x) from the grid's posterior: a cell drawn with probability its mass, then a
+    point uniform in that cell, so the samples follow the grid's piecewise-constant density: (n, 2)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    mass = grid.log_posterior.exp().flatten()  # (n1 * n2,) ∝ cell probabilities
+    cells = torch.multinomial(mass, n, replacement=True, generator=generator)  # (n,)
+    i, j = cells // len(grid.z2), cells % len(grid.z2)
+    centres = torch.stack([grid.z1[i], grid.z2[j]], -1).double()  # (n, 2)
+    jitter = torch.rand(n, 2, generator=generator, dtype=torch.float64) - 0.5
+    return (centres + jitter * grid.cell_widths).float()
 
 
 def _q_box(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -344,6 +385,7 @@ def refine_posterior(
     n_eval: int = ELBO_SAMPLES,
     score: Callable[[Tensor, Tensor], Tensor] | None = None,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> RefinedPosterior:
     """Each image's own q*: gradient ascent on its ELBO from the encoder's (mu, logvar).
 
@@ -354,7 +396,8 @@ def refine_posterior(
 
     `score(mu, logvar) -> (B,)` is the final estimator (default: the ELBO with the same `n_eval`
     samples of eps for q and q*, common random numbers). Where q* does not score higher than the
-    encoder's q, q* is the encoder's q, so refinement never lowers the ELBO.
+    encoder's q, q* is the encoder's q, so refinement never lowers the ELBO. `progress` is told the
+    fraction of steps done every PROGRESS_EVERY steps.
     """
     with torch.no_grad():
         mu0, logvar0 = model.encode(x)
@@ -364,7 +407,9 @@ def refine_posterior(
     optimizer = torch.optim.Adam([u, v], lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     with seeded(seed, mu0.device):
-        for _ in range(steps):
+        for step in range(steps):
+            if progress is not None and step % PROGRESS_EVERY == 0:
+                progress(step / steps)
             eps = torch.randn((n_samples, *mu0.shape), device=mu0.device, dtype=mu0.dtype)
             loss = -elbo_estimate(model, x, mu0 + sigma0 * u, logvar0 + 2 * v, eps).sum()
             # grad wrt (u, v) only: the model's own .grad stays untouched
@@ -460,6 +505,84 @@ def _gaps_iwae(model, x: Tensor, k: int) -> tuple[Tensor, ...]:
     refined = refine_posterior(model, x)
     log_px = iwae_curve(model, x, (k,))[0]
     return refined.elbo_encoder.double().cpu(), refined.elbo.double().cpu(), log_px
+
+
+# ---- one image: everything the Posterior page shows ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageGaps:
+    """One image's q(z|x), its refined q*, their ELBOs, log p(x) and how it was found, the IWAE curve,
+    and for a 2-D latent the exact posterior grid. Nats per image; tensors on the CPU."""
+
+    mu: Tensor  # (D,) the encoder's q
+    logvar: Tensor  # (D,)
+    mu_refined: Tensor  # (D,) q*
+    logvar_refined: Tensor  # (D,)
+    elbo: float  # ELBO(q)
+    elbo_refined: float  # ELBO(q*)
+    log_px: float
+    log_px_method: str  # "quadrature" (2-D latent) or "iwae-k<K>"
+    ks: tuple[int, ...]
+    iwae: Tensor  # (len(ks),) the IWAE bound for each k, proposal q
+    grid: PosteriorGrid | None  # 2-D latent only
+
+    @property
+    def approximation_gap(self) -> float:
+        return self.log_px - self.elbo_refined
+
+    @property
+    def amortization_gap(self) -> float:
+        return self.elbo_refined - self.elbo
+
+
+def explain(
+    model,
+    x: Tensor,
+    *,
+    n: int = 200,
+    steps: int = REFINE_STEPS,
+    ks: tuple[int, ...] = IWAE_KS,
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+) -> ImageGaps:
+    """Everything about one image x (1, C, H, W) that the Posterior page shows.
+
+    2-D latent: the n×n posterior grid gives log p(x) by quadrature, and the ELBOs of q and of q*
+    (refined for `steps` steps) are quadratures on it. Otherwise log p(x) is the IWAE bound with
+    max(ks) samples and the ELBOs Monte-Carlo estimates with common random numbers. `progress` is
+    told the fraction done and the stage's name."""
+    report = progress or (lambda fraction, stage: None)
+    grid, score, start = None, None, 0.0
+    if model.config.latent_dim == 2:
+        report(0.0, "the exact posterior on the grid")
+        grid = posterior_grid(
+            model, x, n=n, progress=lambda f: report(0.5 * f, "the exact posterior on the grid")
+        )
+        score = lambda mu, logvar: torch.tensor(
+            [grid.elbo_of(mu[0].cpu(), logvar[0].cpu())], dtype=torch.float64
+        )  # noqa: E731
+        start = 0.5
+    refine = lambda f: report(start + (0.9 - start) * f, "refining q for this image")  # noqa: E731
+    refined = refine_posterior(model, x, steps=steps, score=score, seed=seed, progress=refine)
+    report(0.9, "the IWAE curve")
+    iwae = iwae_curve(model, x, ks, seed=seed)[:, 0]
+    log_px, method = (
+        (grid.log_px, "quadrature") if grid else (iwae[ks.index(max(ks))].item(), f"iwae-k{max(ks)}")
+    )
+    report(1.0, "done")
+    return ImageGaps(
+        *(t[0].detach().cpu() for t in model.encode(x)),
+        refined.mu[0].detach().cpu(),
+        refined.logvar[0].detach().cpu(),
+        refined.elbo_encoder.item(),
+        refined.elbo.item(),
+        log_px,
+        method,
+        tuple(ks),
+        iwae,
+        grid,
+    )
 
 
 def format_gaps(name: str, dataset: str, n_images: int, summary: dict) -> str:
