@@ -536,6 +536,15 @@ class ImageGaps:
         return self.elbo_refined - self.elbo
 
 
+def _on_grid(grid: PosteriorGrid) -> Callable[[Tensor, Tensor], Tensor]:
+    """The score of one image's q = (mu, logvar), each (1, 2): its ELBO by quadrature on the grid, (1,)."""
+
+    def score(mu: Tensor, logvar: Tensor) -> Tensor:
+        return torch.tensor([grid.elbo_of(mu[0].cpu(), logvar[0].cpu())], dtype=torch.float64)
+
+    return score
+
+
 def explain(
     model,
     x: Tensor,
@@ -559,9 +568,7 @@ def explain(
         grid = posterior_grid(
             model, x, n=n, progress=lambda f: report(0.5 * f, "the exact posterior on the grid")
         )
-        score = lambda mu, logvar: torch.tensor(
-            [grid.elbo_of(mu[0].cpu(), logvar[0].cpu())], dtype=torch.float64
-        )  # noqa: E731
+        score = _on_grid(grid)
         start = 0.5
     refine = lambda f: report(start + (0.9 - start) * f, "refining q for this image")  # noqa: E731
     refined = refine_posterior(model, x, steps=steps, score=score, seed=seed, progress=refine)
