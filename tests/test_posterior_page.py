@@ -55,7 +55,7 @@ def test_two_d_model_shows_the_exact_posterior_and_the_identity():
     assert "prior p(z): 1-3σ" in names
     residual = metric(at, "residual (nats)")
     assert abs(residual) < 1e-3
-    log_px, elbo = metric(at, "log p(x) (nats / image)"), metric(at, "ELBO (nats / image)")
+    log_px, elbo = metric(at, "log p(x) (nats)"), metric(at, "ELBO (nats)")
     assert log_px == pytest.approx(elbo + metric(at, "KL(q ‖ p(z|x)) (nats)"), abs=2e-3)
     assert "quadrature" in " ".join(c.value for c in at.caption)
     captions = " ".join(i.proto.imgs[0].caption for i in at.main.image)
