@@ -28,6 +28,8 @@ st.markdown(
     "image, so ELBO = −(recon + KL). A dimension whose KL is near zero is *inactive*: its posterior equals "
     "the prior and the decoder ignores it."
 )
+st.page_link("pages/8_Posterior.py", label="How tight is the bound for one image? See its exact posterior",
+             icon=":material/blur_on:")  # fmt: skip
 
 left, right = st.columns([2, 3])
 with left:

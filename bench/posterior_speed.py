@@ -9,6 +9,7 @@ Wall and CPU seconds, the median of several repeats (a shared machine makes wall
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from vae_core import eval_inputs, load_checkpoint, load_images
-from vae_core.gaps import binarize_of, iwae_curve, posterior_grid, refine_posterior
+from vae_core.gaps import explain, iwae_curve, posterior_grid, refine_posterior
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -45,16 +46,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     test = load_images(model.meta.dataset, "test", args.data_dir)
-    x = eval_inputs(test, binarize_of(model))[args.image : args.image + 1]
+    x = eval_inputs(test, model.meta.spec.data.binarize)[args.image : args.image + 1]
     grid = posterior_grid(model, x)
     threads = torch.get_num_threads()
     print(f"{args.checkpoint}, test image {args.image}, {threads} threads, median of {args.repeats}")
     print(f"  window {tuple(round(v, 3) for v in grid.window)}, border mass {grid.border_mass:.1e}")
+    print(f"  load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     jobs = {
         "posterior_grid 200x200": lambda: posterior_grid(model, x, n=200),
         "posterior_grid 200x200, window fixed": lambda: posterior_grid(model, x, n=200, window=grid.window),
         "iwae_curve k <= 5000": lambda: iwae_curve(model, x),
         "refine_posterior (300 steps)": lambda: refine_posterior(model, x),
+        "explain (the Posterior page's computation)": lambda: explain(model, x),
     }
     for name, fn in jobs.items():
         wall, cpu = timed(fn, args.repeats)

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from explorer.widgets import grid_png
 from vae_core import explore as ex
+from vae_core import gaps as gp
 
 MAP_POINTS = 5000  # test images drawn on latent maps: enough to see the classes, light in the browser
 PALETTE = (
@@ -327,3 +328,167 @@ def atlas_chart(
             tooltip=["image", "index", "class", "ELBO (nats)", "recon (nats)", "marked"],
         ))  # fmt: skip
     return alt.layer(*layers).resolve_scale(color="independent").properties(height=640)
+
+
+# ---------------------------------------------------------------- the Posterior page
+
+Q_COLOUR, Q_STAR_COLOUR, PRIOR_COLOUR = "black", "#d62728", "#7f7f7f"
+
+
+def _ellipse_traces(mu, logvar, name: str, colour: str) -> list[dict]:
+    """The 1σ (solid) and 2σ (dotted) ellipses of N(mu, diag exp(logvar)) as two line traces."""
+    traces = []
+    for n_std, dash in ((1, "solid"), (2, "dot")):
+        ring = ex.sigma_ellipse(np.asarray(mu), np.asarray(logvar), n_std=n_std)
+        traces.append(
+            {
+                "type": "scatter",
+                "x": ring[:, 0],
+                "y": ring[:, 1],
+                "mode": "lines",
+                "hoverinfo": "skip",
+                "name": f"{name}: {n_std}σ",
+                "line": {"color": colour, "width": 3 if n_std == 1 else 2, "dash": dash},
+            }
+        )
+    return traces
+
+
+def posterior_map(result, titles: tuple[str, str] = ("z[0]", "z[1]")) -> go.Figure:
+    """One image's exact posterior p(z|x) on its grid (heat map of the density, contours of the regions
+    holding 50/90/99% of its mass), the encoder's q and the refined q* (1σ and 2σ ellipses), and the
+    prior's 1-3σ circles faintly; the view is the grid's window. `result` is a `gaps.ImageGaps`."""
+    grid = result.grid
+    z1, z2 = grid.z1.numpy(), grid.z2.numpy()
+    log_post = grid.log_posterior.numpy().T  # (n2, n1): rows are z2, as the heat map draws them
+    traces = [
+        {
+            "type": "heatmap",
+            "x": z1,
+            "y": z2,
+            "z": np.exp(log_post).astype(np.float32),
+            "colorscale": "Blues",
+            "colorbar": {"title": {"text": "p(z|x)"}, "thickness": 12},
+            "name": "p(z|x)",
+            "hovertemplate": "z = (%{x:.3f}, %{y:.3f})<br>p(z|x) = %{z:.3g}<extra></extra>",
+        }
+    ]
+    regions = "/".join(f"{mass:.0%}" for mass in gp.CREDIBLE_MASSES)
+    for mass, level in zip(gp.CREDIBLE_MASSES, grid.credible_levels().tolist(), strict=True):
+        traces.append(
+            {
+                "type": "contour",
+                "x": z1,
+                "y": z2,
+                "z": log_post.astype(np.float32),
+                "showscale": False,
+                "contours": {"start": level, "end": level, "size": 1.0, "coloring": "none"},
+                "hoverinfo": "skip",
+                "line": {"color": "#08306b", "width": 1},
+                "name": f"p(z|x): {regions} regions",
+                "showlegend": mass == gp.CREDIBLE_MASSES[0],
+            }
+        )
+    for n_std in (1, 2, 3):
+        ring = ex.sigma_ellipse(np.zeros(2), np.zeros(2), n_std=n_std)
+        traces.append(
+            {
+                "type": "scatter",
+                "x": ring[:, 0],
+                "y": ring[:, 1],
+                "mode": "lines",
+                "hoverinfo": "skip",
+                "name": "prior p(z): 1-3σ",
+                "showlegend": n_std == 1,
+                "opacity": 0.5,
+                "line": {"color": PRIOR_COLOUR, "width": 1, "dash": "dash"},
+            }
+        )
+    traces += _ellipse_traces(result.mu, result.logvar, "q(z|x), encoder", Q_COLOUR)
+    traces += _ellipse_traces(result.mu_refined, result.logvar_refined, "q*(z|x), refined", Q_STAR_COLOUR)
+    low1, high1, low2, high2 = grid.window
+    layout = {
+        "height": 560,
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "legend": {"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+        "xaxis": {"title": {"text": titles[0]}, "range": [low1, high1], "showgrid": False, "zeroline": False},
+        "yaxis": {"title": {"text": titles[1]}, "range": [low2, high2], "showgrid": False, "zeroline": False},
+    }
+    return go.Figure({"data": traces, "layout": layout})
+
+
+def iwae_chart(result) -> go.Figure:
+    """The IWAE bound against k (log axis) rising towards log p(x), with the ELBO of q and of q* as
+    reference lines; `result` is a `gaps.ImageGaps`."""
+    ks = list(result.ks)
+    span = [min(ks), max(ks)]
+    method = "quadrature on the grid" if result.log_px_method == "quadrature" else f"IWAE k={max(ks)}"
+    lines = (
+        (f"log p(x) ({method})", result.log_px, "#2ca02c", "solid"),
+        ("ELBO* (refined q*)", result.elbo_refined, Q_STAR_COLOUR, "dash"),
+        ("ELBO (encoder's q)", result.elbo, Q_COLOUR, "dot"),
+    )
+    traces = [
+        {
+            "type": "scatter",
+            "x": ks,
+            "y": result.iwae.tolist(),
+            "mode": "lines+markers",
+            "name": "IWAE bound, k samples",
+            "line": {"color": "#1f77b4", "width": 3},
+            "hovertemplate": "k = %{x}<br>%{y:.2f} nats<extra></extra>",
+        }
+    ]
+    traces += [
+        {
+            "type": "scatter",
+            "x": span,
+            "y": [value, value],
+            "mode": "lines",
+            "name": name,
+            "line": {"color": colour, "dash": dash, "width": 2},
+            "hovertemplate": f"{name}: {value:.2f}<extra></extra>",
+        }
+        for name, value, colour, dash in lines
+    ]
+    layout = {
+        "height": 360,
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "xaxis": {"type": "log", "title": {"text": "k (importance samples)"}},
+        "yaxis": {"title": {"text": "nats / image"}},
+        "legend": {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+    }
+    return go.Figure({"data": traces, "layout": layout})
+
+
+def gap_bar(result) -> go.Figure:
+    """log p(x) − ELBO as one horizontal bar split into the amortisation gap (ELBO → ELBO*) and the
+    approximation gap (ELBO* → log p(x)); `result` is a `gaps.ImageGaps`."""
+    parts = (
+        ("amortisation gap: ELBO* − ELBO", result.elbo, result.amortization_gap, "#ff7f0e"),
+        ("approximation gap: log p(x) − ELBO*", result.elbo_refined, result.approximation_gap, "#9467bd"),
+    )
+    traces = [
+        {
+            "type": "bar",
+            "orientation": "h",
+            "y": ["gap"],
+            "x": [width],
+            "base": [base],
+            "name": name,
+            "marker": {"color": colour},
+            "text": [f"{width:.2f}"],
+            "textposition": "inside",
+            "hovertemplate": f"{name}: {width:.3f} nats<extra></extra>",
+        }
+        for name, base, width, colour in parts
+    ]
+    layout = {
+        "height": 170,
+        "barmode": "overlay",
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "xaxis": {"title": {"text": "nats / image (ELBO on the left, log p(x) on the right)"}},
+        "yaxis": {"showticklabels": False},
+        "legend": {"orientation": "h", "yanchor": "top", "y": -0.5, "x": 0},
+    }
+    return go.Figure({"data": traces, "layout": layout})

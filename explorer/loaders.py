@@ -5,12 +5,17 @@ a dataset name, the data and disk-cache folders), never by hashing a model. `st.
 models and the read-only image arrays shared by every session (no copy per rerun); `st.cache_data`
 holds arrays computed from them (each caller gets its own copy, free to hand to torch). The test set
 is scored once per model (`scores`), and every page that draws the 2-D map of a model with
-latent_dim > 2 takes it from `pca_map`, so the map has one orientation everywhere.
+latent_dim > 2 takes it from `pca_map`, so the map has one orientation everywhere. One image's
+posterior story (`explanation`) is kept in a small store of its own that lets it report progress.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +27,7 @@ from explorer import meta, paths
 from explorer.paths import Checkpoint
 from vae_core import DATASETS, VAE, CheckpointError, load_checkpoint, load_images, preprocess_image
 from vae_core import explore as ex
+from vae_core import gaps as gp
 from vae_core import projection as pj
 from vae_core.checkpoint import MODEL_FILE, read_spec
 from vae_core.data import data_root
@@ -260,3 +266,47 @@ def _thumbnails(dataset: str, where: Where) -> np.ndarray:
 def thumbnails(test: TestSet) -> np.ndarray:
     """Every test image as a PNG data URI (N,), for tooltips."""
     return _thumbnails(test.name, _where())
+
+
+# ---------------------------------------------------------------- one image's posterior (the Posterior page)
+
+EXPLAINED = 32  # images whose posterior story is kept in memory, shared by every session
+
+
+@st.cache_resource(show_spinner=False)
+def _explained() -> tuple[OrderedDict, threading.Lock]:
+    """The store of `explanation`: a dict from plain keys to results, oldest first, and its lock.
+
+    A store rather than st.cache_data, so that the computation can report its progress to the page
+    (a cached function would replay or lose the progress bar's updates)."""
+    return OrderedDict(), threading.Lock()
+
+
+def image_key(data: bytes) -> str:
+    """The cache key of a picture's bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def explanation(
+    ck: Checkpoint,
+    image: str,
+    x: torch.Tensor,
+    *,
+    n: int,
+    steps: int,
+    progress: Callable[[float, str], None] | None = None,
+) -> gp.ImageGaps:
+    """`vae_core.gaps.explain` of model input x (1, C, H, W), computed once per (checkpoint and its
+    mtime, image key, n, steps): `image` names the picture ("<dataset>/test/<index>" or `image_key`)."""
+    key = (ck.name, ck.mtime, image, int(n), int(steps))
+    store, lock = _explained()
+    with lock:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    result = gp.explain(model(ck), x, n=n, steps=steps, progress=progress)
+    with lock:
+        store[key] = result
+        while len(store) > EXPLAINED:
+            store.popitem(last=False)
+    return result

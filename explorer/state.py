@@ -1,13 +1,14 @@
 """What pages hand each other, and the URL state, behind typed accessors instead of string keys.
 
 Handed between pages (in `st.session_state`): the current checkpoint, the Sliders page's point z, the
-digit encoded on the Encode page, the Interpolate page's endpoints, and the Atlas's clicked position
-(kept with the map it was clicked on).
+digit encoded on the Encode page, the Interpolate page's endpoints, the Atlas's clicked position
+(kept with the map it was clicked on), and a picture sent to the Posterior page.
 
-URL state: a widget that a link may set is drawn through `slider`, `number_input`, `toggle` or `choice`, which
-seed it once per visit from the query parameter of its key. `Field.parse` is the one place a URL value
-is read: it is checked against what the widget accepts (type, range, step, choices; finite numbers
-only), and a value the widget cannot take is ignored with a small notice, never an exception.
+URL state: a widget that a link may set is drawn through `slider`, `number_input`, `toggle` or
+`choice`, which seed it once per visit from the query parameter of its key. `Field.parse` is the one
+place a URL value is read: it is checked against what the widget accepts (type, range, step,
+choices; finite numbers only), and a value the widget cannot take is ignored with a small notice,
+never an exception.
 """
 
 from __future__ import annotations
@@ -289,3 +290,21 @@ def set_endpoint(end: str, test_index: int | None = None) -> None:
     st.session_state[key] = TEST_IMAGE
     st.session_state[f"{key}_img_class"] = "any"
     st.session_state[f"{key}_img_nth"] = int(test_index)
+
+
+# ---------------------------------------------------------------- an image sent to the Posterior page
+
+SENT_IMAGE = "image from the Encode page"  # a further source of the Posterior page once one was sent
+POSTERIOR_SOURCE = "post_source"  # the Posterior page's source radio
+
+
+def send_image(data: bytes, name: str) -> None:
+    """Hand a picture (its file bytes) to the Posterior page and make it that page's source."""
+    st.session_state["sent_image"] = {"data": bytes(data), "name": name}
+    st.session_state[POSTERIOR_SOURCE] = SENT_IMAGE
+
+
+def sent_image() -> tuple[bytes, str] | None:
+    """The picture last sent to the Posterior page in this session, and its name, if any."""
+    sent = st.session_state.get("sent_image")
+    return (sent["data"], sent["name"]) if sent else None

@@ -1,6 +1,6 @@
 """Widgets shared by the pages: the page frame (navigation, checkpoint picker, model card), the test
-set with its how-to-get-it message, the test-image picker, the latent-point input, and pictures (PNG
-bytes shown as they are)."""
+set with its how-to-get-it message, the test-image picker, the latent-point input, pictures (PNG
+bytes shown as they are), and a picture from the user (a drawing or an upload)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from explorer.paths import Checkpoint
 from vae_core import VAE, CheckpointError, DatasetError, load_images
 from vae_core import explore as ex
 from vae_core.data import data_root
+from vae_core.preprocess import MAX_FILE_BYTES
 
 # ---------------------------------------------------------------- page frame, picker, model card
 
@@ -235,3 +236,40 @@ def csv_bytes(z: np.ndarray) -> bytes:
     buffer = io.StringIO()
     pd.DataFrame(z, columns=[f"z_{i}" for i in range(z.shape[1])]).to_csv(buffer, index=False)
     return buffer.getvalue().encode()
+
+
+# ---------------------------------------------------------------- a picture from the user
+
+CANVAS = 280  # px: 10 canvas pixels per MNIST pixel
+# A digit drawn ~200 px tall is scaled to MNIST's 20-px box: a 20-px brush becomes a 2-px pen stroke.
+BRUSH = 20
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
+
+
+def drawing(key: str) -> bytes | None:
+    """A black canvas to draw one digit on in white; its PNG bytes once something is drawn, else None."""
+    from streamlit_drawable_canvas import st_canvas  # a component: loaded only by pages that draw
+
+    st.caption("Draw one digit, large, with the mouse (or a finger); the toolbar undoes or clears.")
+    canvas = st_canvas(
+        stroke_width=BRUSH,
+        stroke_color="#ffffff",
+        background_color="#000000",
+        width=CANVAS,
+        height=CANVAS,
+        return_image_data=True,
+        key=key,
+    )
+    drawn = bool(canvas.json_data and canvas.json_data.get("objects"))
+    return canvas.image_bytes if drawn else None
+
+
+def upload(key: str) -> tuple[bytes | None, str]:
+    """A file uploader for a picture of one digit: its bytes (None until one is chosen) and file name."""
+    chosen = st.file_uploader(
+        "A picture of one digit (light on dark or dark on light)",
+        type=UPLOAD_TYPES,
+        max_upload_size=round(MAX_FILE_BYTES / 1e6),
+        key=key,
+    )
+    return (chosen.getvalue() if chosen else None), (chosen.name if chosen else "")

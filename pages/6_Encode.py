@@ -167,6 +167,9 @@ def encode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     pictures(data, name, x)
     elbo_metrics(float(scores["elbo"][0]), float(scores["recon"][0]), float(scores["kl"][0]))
     send(mu)
+    if st.button("See its posterior", icon=":material/blur_on:"):
+        state.send_image(data, name)
+        st.switch_page("pages/8_Posterior.py")
     return mu, logvar
 
 
