@@ -54,8 +54,8 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")  # fmt: skip
 
     key = pj.cache_key(args.checkpoint, "test", len(x), "scores")
-    encoded, cold = timed(lambda: pj.cached(key, lambda: pj.encode_scores(model, x)))
-    _, warm = timed(lambda: pj.cached(key, lambda: pj.encode_scores(model, x)))
+    encoded, cold = timed(lambda: pj.cached(key, lambda: pj.score_inputs(model, x)))
+    _, warm = timed(lambda: pj.cached(key, lambda: pj.score_inputs(model, x)))
     print(
         f"{'encode + score':>16}: cold {cold:7.2f} s   warm {warm:6.3f} s   (cold CPU {CPU[-2]:.2f} s)",
     )

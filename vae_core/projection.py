@@ -49,7 +49,6 @@ __all__ = [
     "cache_key",
     "cached",
     "data_uris",
-    "encode_scores",
     "in_box",
     "is_cached",
     "lattice",
@@ -208,26 +207,6 @@ def _tsne(
 
 
 # ---------------------------------------------------------------- encoding and highlights
-
-
-def encode_scores(
-    model: VAE, images: np.ndarray | torch.Tensor, *, batch_size: int = 1000
-) -> dict[str, np.ndarray]:
-    """Posterior means and ELBO terms of uint8 images (N, C, H, W): mu (N, D), recon, kl, elbo (N,).
-
-    The images become the model's test inputs as in evaluation (binarised once, seeded, for models
-    trained on dynamic binarisation), then one seeded call of `vae_core.score`, as NumPy arrays.
-    """
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.array(images))  # a copy: the app's shared test set is read-only
-    x = eval_inputs(images, model.meta.spec.data.binarize)
-    scores = score(model, x, batch_size=batch_size)
-    return {
-        "mu": scores.mu.numpy(),
-        "recon": scores.recon.numpy(),
-        "kl": scores.kl.numpy(),
-        "elbo": scores.elbo.numpy(),
-    }
 
 
 def data_uris(images: np.ndarray) -> np.ndarray:
