@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     import torch
 
 Z_QUANTILES = (0.005, 0.995)  # a Sliders range spans where 99% of the test set's posterior means lie,
-Z_WIDEN = 0.1  # widened by this fraction of its span on each side;
-MIN_SPAN = 0.5  # a dimension whose means span less is unused (inactive): it gets the prior's range,
-PRIOR_SPAN = 3.0  # ±3 prior standard deviations
+Z_WIDEN = 0.1  # widened by this fraction of its span on each side; an inactive dimension (by its
+PRIOR_SPAN = 3.0  # stored KL) gets ±3 prior standard deviations instead,
+MIN_SPAN = 0.5  # as does one whose means span less, when the checkpoint stores no KL per dimension
 TRAIN_POINTS = 10_000  # training images the Atlas places on its map (transformed, not fitted)
 Params = tuple[tuple[str, float], ...]  # a projection's parameters as a cache key: sorted (name, value)
 Where = tuple[str | None, str, str]  # cache key: --data-dir, $VAE_DATA_DIR or data/, the disk cache folder
@@ -153,14 +153,15 @@ def _z_ranges(name: str, mtime: float, dataset: str, where: Where) -> np.ndarray
     mu = _scores(name, mtime, dataset, "test", where)["mu"]  # (N, D)
     lo, hi = np.quantile(mu.astype(np.float64), Z_QUANTILES, axis=0)  # (D,) each
     lo, hi = lo - Z_WIDEN * (hi - lo), hi + Z_WIDEN * (hi - lo)
-    unused = hi - lo < MIN_SPAN
+    kl = load_model(name, mtime).meta.metrics.get("kl_per_dim")
+    unused = ex.kl_order(kl)[1] if kl else hi - lo < MIN_SPAN  # inactive: the decoder ignores them
     lo[unused], hi[unused] = -PRIOR_SPAN, PRIOR_SPAN
     return np.round(np.clip(np.stack([lo, hi], 1), -Z_RANGE, Z_RANGE), 2)
 
 
 def z_ranges(ck: Checkpoint, test: TestSet) -> np.ndarray:
     """The Sliders page's range of each latent dimension (D, 2): its test set posterior means' 0.5% to
-    99.5% quantiles widened by Z_WIDEN, or ±PRIOR_SPAN for a dimension they do not use, within ±Z_RANGE."""
+    99.5% quantiles widened by Z_WIDEN, or ±PRIOR_SPAN for an inactive dimension, within ±Z_RANGE."""
     return _z_ranges(ck.name, ck.mtime, test.name, _where())
 
 
