@@ -22,6 +22,7 @@ from vae_core.spec import FormField, RunSpec, form_fields, parse_ints
 
 REFRESH_S = float(os.environ.get("VAE_TRAIN_REFRESH_S", "2"))  # how often a training run is re-read
 MORE_EPOCHS = 10  # a finished run offers to train this many epochs further
+CONTROL_COLUMNS = [1, 2, 2]  # a run's controls: a number, its button, room
 MISSING = "t_missing"  # (dataset, why, from an explicit folder) of the last Start refused for want of data
 BADGES = {
     Status.RUNNING: "blue",
@@ -108,7 +109,8 @@ def new_run_form() -> None:
             return
     try:
         spec, folder = read_form(values), data_dir.strip() or None
-        jobs.validate_run_name(name), jobs.app_runtime(folder)  # their messages come first
+        jobs.validate_run_name(name)  # a bad name or data folder is said before missing data
+        jobs.app_runtime(folder)
         ready, why = available(spec.data.name, folder)
         st.session_state[MISSING] = None if ready else (spec.data.name, why, folder is not None)
         if not ready:
@@ -197,15 +199,11 @@ def controls(run: Run, evaluation: Evaluation | None) -> None:
                 st.toast(widgets.plain(f"Asked {run.name} to stop; it saves after its current step."))
             return
         busy = evaluation is not None and evaluation.running
-        resume, evaluate, delete = st.columns([3, 3, 2], vertical_alignment="bottom")
-        with resume:
-            if run.has_checkpoint and not busy:
-                resume_controls(run)
-        with evaluate:
-            evaluate_controls(run, evaluation)
-        with delete:
-            if not busy:
-                delete_controls(run)
+        if run.has_checkpoint and not busy:
+            resume_controls(run)
+        evaluate_controls(run, evaluation)
+        if not busy:
+            delete_controls(run)
     except (RunError, OSError) as e:
         st.error(widgets.plain(e))
 
@@ -216,7 +214,7 @@ def resume_controls(run: Run) -> None:
     if done >= limit:
         return
     default = run.epochs if run.epochs > done else min(done + MORE_EPOCHS, limit)
-    left, right = st.columns([1, 1], vertical_alignment="bottom")
+    left, right, _ = st.columns(CONTROL_COLUMNS, vertical_alignment="bottom")
     total = left.number_input("train to epoch", done + 1, limit, default, key=f"t_total_{run.name}_{done}")
     verb = "Train further" if run.status is Status.FINISHED else "Resume"
     if right.button(f"{verb} to epoch {total}", key="t_resume"):
@@ -244,7 +242,7 @@ def evaluate_controls(run: Run, evaluation: Evaluation | None) -> None:
         st.metric("test NLL (nats / image)", f"{metrics['nll']:.2f}", help=f"IWAE, k = {k}")
     if not (run.path / "model.pt").is_file():
         return
-    left, right = st.columns([1, 2], vertical_alignment="bottom")
+    left, right, _ = st.columns(CONTROL_COLUMNS, vertical_alignment="bottom")
     k = left.number_input("k (importance samples)", 1, 100_000, jobs.EVAL_K, key=f"t_k_{run.name}")
     how = "runs `python -m vae_core evaluate RUN --write` in a process of its own; the NLL goes into the card"
     if right.button(f"Evaluate (NLL, k = {k})", key="t_evaluate", help=how):
@@ -260,7 +258,7 @@ def delete_controls(run: Run) -> None:
                   icon=":material/delete:")  # fmt: skip
         return
     st.warning(widgets.plain(f"Delete {run.path} and everything in it (checkpoint, log, timelapse)?"))
-    yes, no = st.columns(2)
+    yes, no, _ = st.columns(CONTROL_COLUMNS)
     no.button("Keep it", key="t_keep", on_click=st.session_state.pop, args=(confirm, None))
     if yes.button("Delete", key="t_delete_yes", type="primary"):
         st.session_state.pop(confirm)
