@@ -199,8 +199,8 @@ def atlas() -> None:
         st.button("Clear the selection", on_click=st.session_state.pop, args=("atlas_picked", None))
     projection = None  # stays None if the map fails (the error is shown in its place)
     with view, widgets.errors():
+        projection = compute_map(method, seed, params, split)  # a slow map's progress goes above it
         holder = st.empty()
-        projection = compute_map(method, seed, params, split)
         method, params = (method, params) if projection.method == method else ("pca", {})  # what is shown
         coords = projection.coords
         cells = loaders.lattice(ck, test, split, method, seed, params, GRID)
