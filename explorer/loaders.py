@@ -262,7 +262,7 @@ class MapJob:
             self.state = JobState.DONE
         except pj.Cancelled:
             self.state = JobState.CANCELLED
-        except (ValueError, RuntimeError, OSError) as e:
+        except Exception as e:  # the thread's end: whatever went wrong is shown, never left running
             self.message, self.state = f"{type(e).__name__}: {e}", JobState.FAILED
 
 
@@ -298,8 +298,8 @@ def _fit(ck: Checkpoint, test: TestSet, split: str, method: str, seed: int, para
     extra = scores(ck, test, "train")["mu"] if split == "test+train" else None
 
     def fit(progress: Callable[[float], bool]) -> dict[str, np.ndarray]:
-        if method == "umap":
-            pj.warm_up_umap().join()  # numba compiles once per server
+        if method == "umap" and (warm_up := pj.warm_up_umap()).is_alive():
+            warm_up.join()  # numba compiles once per server
         return pj.project(mu, method, seed=seed, extra=extra, progress=progress, **params).arrays()
 
     return fit
