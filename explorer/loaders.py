@@ -5,8 +5,10 @@ a dataset name, the data and disk-cache folders), never by hashing a model. `st.
 models and the read-only image arrays shared by every session (no copy per rerun); `st.cache_data`
 holds arrays computed from them (each caller gets its own copy, free to hand to torch). The test set
 is scored once per model (`scores`), and every page that draws the 2-D map of a model with
-latent_dim > 2 takes it from `pca_map`, so the map has one orientation everywhere. One image's
-posterior story (`explanation`) is kept in a small store of its own that lets it report progress.
+latent_dim > 2 takes it from `pca_map`, so the map has one orientation everywhere. Slow maps (UMAP,
+t-SNE) are computed into the disk cache by `map_job` in a background thread, so that no page waits.
+One image's posterior story (`explanation`) is kept in a small store of its own that lets it report
+progress.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +28,7 @@ import streamlit as st
 
 from explorer import meta, paths
 from explorer.paths import Checkpoint
+from explorer.state import Z_RANGE
 from vae_core import DATASETS, VAE, CheckpointError, load_checkpoint, load_images, preprocess_image
 from vae_core import explore as ex
 from vae_core import gaps as gp
@@ -35,6 +39,10 @@ from vae_core.data import data_root
 if TYPE_CHECKING:
     import torch
 
+Z_QUANTILES = (0.005, 0.995)  # a Sliders range spans where 99% of the test set's posterior means lie,
+Z_WIDEN = 0.1  # widened by this fraction of its span on each side; an inactive dimension (by its
+PRIOR_SPAN = 3.0  # stored KL) gets ±3 prior standard deviations instead,
+MIN_SPAN = 0.5  # as does one whose means span less, when the checkpoint stores no KL per dimension
 TRAIN_POINTS = 10_000  # training images the Atlas places on its map (transformed, not fitted)
 Params = tuple[tuple[str, float], ...]  # a projection's parameters as a cache key: sorted (name, value)
 Where = tuple[str | None, str, str]  # cache key: --data-dir, $VAE_DATA_DIR or data/, the disk cache folder
@@ -164,6 +172,28 @@ def scores(ck: Checkpoint, test: TestSet, split: str = "test") -> dict[str, np.n
     return _scores(ck.name, ck.mtime, test.name, split, _where())
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _z_ranges(name: str, mtime: float, dataset: str, where: Where) -> np.ndarray:
+    mu = _scores(name, mtime, dataset, "test", where)["mu"]  # (N, D)
+    lo, hi = np.quantile(mu.astype(np.float64), Z_QUANTILES, axis=0)  # (D,) each
+    lo, hi = lo - Z_WIDEN * (hi - lo), hi + Z_WIDEN * (hi - lo)
+    kl = load_model(name, mtime).meta.metrics.get("kl_per_dim")
+    unused = ex.kl_order(kl)[1] if kl else hi - lo < MIN_SPAN  # inactive: the decoder ignores them
+    lo[unused], hi[unused] = -PRIOR_SPAN, PRIOR_SPAN
+    return np.round(np.clip(np.stack([lo, hi], 1), -Z_RANGE, Z_RANGE), 2)
+
+
+def z_ranges(ck: Checkpoint, test: TestSet) -> np.ndarray:
+    """The Sliders page's range of each latent dimension (D, 2): its test set posterior means' 0.5% to
+    99.5% quantiles widened by Z_WIDEN, or ±PRIOR_SPAN for an inactive dimension, within ±Z_RANGE."""
+    return _z_ranges(ck.name, ck.mtime, test.name, _where())
+
+
+def prior_ranges(latent_dim: int) -> np.ndarray:
+    """±PRIOR_SPAN for every dimension (D, 2): the Sliders page's ranges without a test set."""
+    return np.tile([-PRIOR_SPAN, PRIOR_SPAN], (latent_dim, 1))
+
+
 @st.cache_data(max_entries=6, show_spinner=False)
 def _csv(name: str, mtime: float, dataset: str, where: Where) -> bytes:
     test = TestSet(dataset, *_test_arrays(dataset, where))
@@ -218,6 +248,91 @@ def projection(
     if split == "test+train":
         mu = np.concatenate([mu, scores(ck, test, "train")["mu"]])
     return pj.Projection.from_arrays(method, arrays, mu)
+
+
+# ---------------------------------------------------------------- slow maps, computed in the background
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"  # the map is in the disk cache
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass
+class MapJob:
+    """A slow map (UMAP, t-SNE) computed into the disk cache by a daemon thread of the server, so that
+    no session waits on it: pages poll `state` and `fraction`, and `cancel` stops it at its next report.
+    Shared by every session that asks for the same map."""
+
+    key: str
+    fraction: float = 0.0  # of the fit done, as the method reports it (UMAP reports only its end)
+    state: JobState = JobState.RUNNING
+    message: str = ""  # why it failed
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def report(self, fraction: float) -> bool:
+        """The projection's progress callback: remember how far it is; True asks it to stop."""
+        self.fraction = fraction
+        return self._cancel.is_set()
+
+    def run(self, compute: Callable[[Callable[[float], bool]], dict[str, np.ndarray]]) -> None:
+        try:
+            pj.cached(self.key, lambda: compute(self.report))
+            self.state = JobState.DONE
+        except pj.Cancelled:
+            self.state = JobState.CANCELLED
+        except Exception as e:  # the thread's end: whatever went wrong is shown, never left running
+            self.message, self.state = f"{type(e).__name__}: {e}", JobState.FAILED
+
+
+@st.cache_resource(show_spinner=False)
+def _map_jobs() -> tuple[threading.Lock, dict[str, MapJob]]:
+    """The server's map jobs by disk-cache key, and the lock that guards them."""
+    return threading.Lock(), {}
+
+
+def map_job(
+    ck: Checkpoint, test: TestSet, split: str, method: str, seed: int, params: dict, *, again: bool = False
+) -> MapJob:
+    """The background computation of that map (see `projection`): the running or last one, else a new
+    one; a cancelled or failed one stays so until asked `again`. Starting one cancels the map this
+    session started before, if it is still running (moving a slider does not pile up fits)."""
+    key = projection_key(ck, split, method, seed, params)
+    lock, jobs = _map_jobs()
+    with lock:
+        job = jobs.get(key)
+        stale = job is not None and job.state is JobState.DONE and not pj.is_cached(key)  # cache emptied
+        if job is None or stale or (again and job.state in (JobState.CANCELLED, JobState.FAILED)):
+            job = jobs[key] = _start(key, _fit(ck, test, split, method, seed, params))
+            mine = jobs.get(st.session_state.get("_map_job", ""))
+            if mine is not None and mine is not job:
+                mine.cancel()
+            st.session_state["_map_job"] = key
+    return job
+
+
+def _fit(ck: Checkpoint, test: TestSet, split: str, method: str, seed: int, params: dict) -> Callable:
+    """The fit of a map as a function of its progress callback, on arrays read now (in the session)."""
+    mu = scores(ck, test)["mu"]
+    extra = scores(ck, test, "train")["mu"] if split == "test+train" else None
+
+    def fit(progress: Callable[[float], bool]) -> dict[str, np.ndarray]:
+        if method == "umap" and (warm_up := pj.warm_up_umap()).is_alive():
+            warm_up.join()  # numba compiles once per server
+        return pj.project(mu, method, seed=seed, extra=extra, progress=progress, **params).arrays()
+
+    return fit
+
+
+def _start(key: str, fit: Callable) -> MapJob:
+    job = MapJob(key)
+    threading.Thread(target=job.run, args=(fit,), name=f"map-{key[-40:]}", daemon=True).start()
+    return job
 
 
 def pca_map(ck: Checkpoint, test: TestSet) -> pj.Projection | None:

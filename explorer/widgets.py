@@ -64,7 +64,7 @@ def checkpoint(name: str) -> Checkpoint:
         ck = Checkpoint(name, os.stat(paths.resolve(name) / "model.pt").st_mtime)
         loaders.model(ck)
     except (OSError, CheckpointError) as e:
-        st.error(f"Cannot load {name}: {e}")
+        st.error(plain(f"Cannot load {name}: {e}"))
         st.stop()
     return ck
 
@@ -78,13 +78,20 @@ def card_table(model: VAE, *, compact: bool = False) -> None:
         st.table(pd.DataFrame({"value": rows}))
 
 
+def plain(text: object) -> str:
+    """Text from a user or the system (a run name, a path, an error message) for st.error, st.warning,
+    st.info, st.success or st.toast, shown as itself: Markdown's special characters escaped (so that
+    backslashes stay and backticks are not code) and its line breaks kept."""
+    return state.plain(str(text)).replace("\n", "  \n")
+
+
 @contextmanager
 def errors() -> Iterator[None]:
     """Show a bad setting or a failed computation as a message, never a traceback."""
     try:
         yield
     except (ValueError, RuntimeError, CheckpointError) as e:
-        st.error(f"{type(e).__name__}: {e}")
+        st.error(plain(f"{type(e).__name__}: {e}"))
 
 
 # ---------------------------------------------------------------- the test set
@@ -112,7 +119,7 @@ def _download(name: str) -> None:
         try:
             load_images(name, "test", download=True)
         except DatasetError as e:
-            st.error(str(e))
+            st.error(plain(e))
             return
     st.rerun()
 

@@ -18,6 +18,7 @@ AXES = {
 }
 GRID = 40  # cells per side of the invisible decode lattice: hover shows, a click decodes, its location
 SHOWN = 24  # selected images shown at once
+POLL_S = 1.0  # how often the progress of a map computing in the background is re-read
 
 pj.warm_up_umap()  # idempotent; compiles numba in the background if app start has not already
 ck = widgets.page("Atlas")
@@ -57,34 +58,41 @@ def controls() -> tuple[str, int, dict, str]:
         params["perplexity"] = float(
             state.slider("t-SNE perplexity", 5, 100, key="atlas_perplexity", default=30)
         )
-    train = method != "tsne" and state.toggle(
+    train = state.toggle(
         f"also the first {loaders.TRAIN_POINTS:,} training images (grey)",
         key="atlas_train",
         default=False,
         wrap=True,  # a narrow settings column would cut the label off
     )
-    shown = {f"atlas_{k}": v for k, v in params.items()} | (
-        {"atlas_train": train} if method != "tsne" else {}
-    )
+    shown = {f"atlas_{k}": v for k, v in params.items()} | {"atlas_train": train}
     state.to_url(atlas_method=method, atlas_seed=seed, **shown)
     return method, int(seed), params, "test+train" if train else "test"
 
 
-def compute_map(method: str, seed: int, params: dict, split: str, holder) -> pj.Projection:
-    """The map; while a slow one computes, PCA stands in and a status box shows progress."""
+def compute_map(method: str, seed: int, params: dict, split: str) -> pj.Projection:
+    """The map, or while a slow one computes in the background, the PCA map and its progress."""
     if method in ("umap", "tsne") and not loaders.is_projected(ck, split, method, seed, params):
-        preview = loaders.projection(ck, test)
-        holder.altair_chart(chart(frame(preview.coords), None), width="stretch")
-        with st.status(f"Computing the {LABELS[method]} map (PCA shown meanwhile)…") as status:
-            if method == "umap" and pj.warm_up_umap().is_alive():
-                status.update(label="Compiling UMAP (once after the app starts), then computing the map…")
-                pj.warm_up_umap().join()
-            where = loaders.projection(ck, test, split, method, seed, params)
-            status.update(
-                label=f"{LABELS[method]} map ready (cached on disk for next time)", state="complete"
-            )
-        return where
+        job = loaders.map_job(ck, test, split, method, seed, params)
+        if job.state is not loaders.JobState.DONE:
+            map_progress(job, LABELS[method], (split, method, seed, params))
+            return loaders.projection(ck, test, split)
     return loaders.projection(ck, test, split, method, seed, params)
+
+
+@st.fragment(run_every=POLL_S)
+def map_progress(job: loaders.MapJob, label: str, which: tuple) -> None:
+    """How far the background map is, re-read every POLL_S seconds; the page redraws once it is done."""
+    if job.state is loaders.JobState.DONE:
+        st.rerun(scope="app")
+    if job.state is loaders.JobState.RUNNING:
+        st.progress(job.fraction, text=f"Computing the {label} map: {job.fraction:.0%} (PCA shown meanwhile; "
+                    "you may switch or leave, it goes on and is kept on disk)")  # fmt: skip
+        st.button("Cancel", key="atlas_cancel", on_click=job.cancel, icon=":material/cancel:")
+        return
+    st.warning(f"The {label} map was {job.state}. {widgets.plain(job.message)}", icon=":material/block:")
+    if st.button(f"Compute the {label} map again", key="atlas_again"):
+        loaders.map_job(ck, test, *which, again=True)
+        st.rerun(scope="app")
 
 
 # ---------------------------------------------------------------- the chart
@@ -201,8 +209,11 @@ def atlas() -> None:
     projection = None  # stays None if the map fails (the error is shown in its place)
     map_key = loaders.projection_key(ck, split, method, seed, params)
     with view, widgets.errors():
+        projection = compute_map(method, seed, params, split)  # a slow map's progress goes above it
         holder = st.empty()
-        projection = compute_map(method, seed, params, split, holder)
+        if projection.method != method:  # PCA stands in while the slow map computes
+            method, seed, params = "pca", 0, {}
+        map_key = loaders.projection_key(ck, split, method, seed, params)  # the map shown, for clicks
         coords = projection.coords
         cells = loaders.lattice(ck, test, split, method, seed, params, GRID)
         train = coords[len(test) :] if split == "test+train" else None

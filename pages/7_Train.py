@@ -14,13 +14,17 @@ from plotly.subplots import make_subplots
 from streamlit.delta_generator import DeltaGenerator
 
 from explorer import figures, paths, widgets
-from vae_core import DATASETS, jobs, timelapse
-from vae_core.jobs import Run, RunError, Status
+from vae_core import DATASETS, DatasetError, jobs, load_images, timelapse
+from vae_core.data import available
+from vae_core.jobs import Evaluation, Run, RunError, Status
 from vae_core.presets import resolve
 from vae_core.records import EpochRecord, Record, StepRecord, read_metrics
 from vae_core.spec import FormField, RunSpec, form_fields, parse_ints
 
 REFRESH_S = float(os.environ.get("VAE_TRAIN_REFRESH_S", "2"))  # how often a training run is re-read
+MORE_EPOCHS = 10  # a finished run offers to train this many epochs further
+CONTROL_COLUMNS = [1, 2, 2]  # a run's controls: a number, its button, room
+MISSING = "t_missing"  # (dataset, why, from an explicit folder) of the last Start refused for want of data
 BADGES = {
     Status.RUNNING: "blue",
     Status.FINISHED: "green",
@@ -40,9 +44,12 @@ def spec_widget(box: DeltaGenerator, f: FormField) -> object:
     opt, key = f.option, f"t_{f.key}"
     if opt.choices:
         index = opt.choices.index(f.initial)
+        shown = dataset_label if (f.section, f.name) == ("data", "name") else str
         if len(opt.choices) <= 3:
-            return box.radio(opt.label, opt.choices, index, key=key, horizontal=True, help=opt.help)
-        return box.selectbox(opt.label, opt.choices, index, key=key, help=opt.help)
+            return box.radio(
+                opt.label, opt.choices, index, key=key, horizontal=True, help=opt.help, format_func=shown
+            )
+        return box.selectbox(opt.label, opt.choices, index, key=key, help=opt.help, format_func=shown)
     if f.kind is tuple:  # several whole numbers, typed as text and read by parse_ints
         return box.text_input(opt.label, " ".join(map(str, f.initial)), key=key, help=opt.help)
     if f.kind is int:
@@ -52,6 +59,11 @@ def spec_widget(box: DeltaGenerator, f: FormField) -> object:
         opt.label, float(opt.min), float(opt.max), float(f.initial), step=step, format="%g", key=key,
         help=opt.help,
     )  # fmt: skip
+
+
+def dataset_label(name: str) -> str:
+    """A dataset as the form offers it: marked when its files are not on this machine."""
+    return name if available(name)[0] else f"{name} (not downloaded)"
 
 
 def spec_columns() -> dict[str, list[DeltaGenerator]]:
@@ -98,16 +110,40 @@ def new_run_form() -> None:
         if not st.form_submit_button("Start training", type="primary"):
             return
     try:
-        spec = read_form(values)
-        started = jobs.start_run(name, spec, data_dir=data_dir.strip() or None, device=device)
+        spec, folder = read_form(values), data_dir.strip() or None
+        jobs.validate_run_name(name)  # a bad name or data folder is said before missing data
+        jobs.app_runtime(folder)
+        ready, why = available(spec.data.name, folder)
+        st.session_state[MISSING] = None if ready else (spec.data.name, why, folder is not None)
+        if not ready:
+            return
+        started = jobs.start_run(name, spec, data_dir=folder, device=device)
     except ValueError as e:  # RunError and the spec's own checks
-        st.error(str(e))
+        st.error(widgets.plain(e))
         return
     except OSError as e:
-        st.error(f"Could not create the run folder in {jobs.runs_dir()}: {e}")
+        st.error(widgets.plain(f"Could not create the run folder in {jobs.runs_dir()}: {e}"))
         return
     st.session_state["t_run"] = started.name
-    st.toast(f"Started {started.name}")
+    st.toast(widgets.plain(f"Started {started.name}"))
+
+
+def missing_data() -> None:
+    """Why the last Start was refused for want of data, with a download button when it may help."""
+    if not st.session_state.get(MISSING):
+        return
+    name, why, explicit_folder = st.session_state[MISSING]
+    st.error(f"Not started: {widgets.plain(why)}", icon=":material/folder_off:")
+    if not explicit_folder and st.button(f"Download {name} now with torchvision (needs the internet)"):
+        with st.spinner(f"Downloading {name}…"):
+            try:
+                for split in ("train", "test"):
+                    load_images(name, split, download=True)
+            except DatasetError as e:
+                st.error(widgets.plain(e))
+                return
+        st.session_state[MISSING] = None
+        st.rerun()
 
 
 # ---------------------------------------------------------------- following a run
@@ -156,24 +192,82 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {m:02d} min" if hours else f"{m} min {s:02d} s"
 
 
-def controls(run: Run) -> None:
-    """Stop a training run; resume a stopped one, optionally to a new epoch total."""
+def controls(run: Run, evaluation: Evaluation | None) -> None:
+    """Stop a training run; resume a stopped one or train a finished one further; evaluate; delete."""
     try:
         if run.status is Status.RUNNING:
             if st.button("Stop (saves a checkpoint)", key="t_stop"):
                 jobs.stop_run(run)
-                st.toast(f"Asked {run.name} to stop; it saves after its current step.")
-        elif run.has_checkpoint:
-            left, right = st.columns([1, 2])
-            epochs = next(f.option for f in form_fields() if f.name == "epochs")
-            total = left.number_input(
-                "train to epoch", int(epochs.min), int(epochs.max), run.epochs, key=f"t_total_{run.name}"
-            )
-            if right.button("Resume", key="t_resume"):
-                jobs.resume_run(run, epochs=total)
-                st.rerun()
+                st.toast(widgets.plain(f"Asked {run.name} to stop; it saves after its current step."))
+            return
+        busy = evaluation is not None and evaluation.running
+        if run.has_checkpoint and not busy:
+            resume_controls(run)
+        evaluate_controls(run, evaluation)
+        if not busy:
+            delete_controls(run)
     except (RunError, OSError) as e:
-        st.error(str(e))
+        st.error(widgets.plain(e))
+
+
+def resume_controls(run: Run) -> None:
+    """Resume a stopped run to its total, or train a finished one further: always to a higher epoch."""
+    done, limit = jobs.saved(run)[0], int(epochs_option().max)
+    if done >= limit:
+        return
+    default = run.epochs if run.epochs > done else min(done + MORE_EPOCHS, limit)
+    left, right, _ = st.columns(CONTROL_COLUMNS, vertical_alignment="bottom")
+    total = left.number_input("train to epoch", done + 1, limit, default, key=f"t_total_{run.name}_{done}")
+    verb = "Train further" if run.status is Status.FINISHED else "Resume"
+    if right.button(f"{verb} to epoch {total}", key="t_resume"):
+        jobs.resume_run(run, epochs=total)
+        st.rerun()
+
+
+def epochs_option():
+    return next(f.option for f in form_fields() if f.name == "epochs")
+
+
+def evaluate_controls(run: Run, evaluation: Evaluation | None) -> None:
+    """The test NLL of the run's checkpoint: shown when measured, measured in a process of its own."""
+    metrics = jobs.saved(run)[1]
+    if evaluation is not None and evaluation.running:
+        st.progress(0.0, text=f"Evaluating: test ELBO and NLL (IWAE, k = {evaluation.k})…")
+        last = evaluation.log.splitlines()[-1] if evaluation.log else "starting…"
+        st.code(last, language=None, wrap_lines=True)
+        return
+    if evaluation is not None and evaluation.failed:
+        failed = f"The evaluation failed (exit code {evaluation.exit_code}):\n{evaluation.log}"
+        st.error(widgets.plain(failed))
+    if "nll" in metrics:
+        k = metrics.get("nll_k")
+        st.metric("test NLL (nats / image)", f"{metrics['nll']:.2f}", help=f"IWAE, k = {k}")
+    if not (run.path / "model.pt").is_file():
+        return
+    left, right, _ = st.columns(CONTROL_COLUMNS, vertical_alignment="bottom")
+    k = left.number_input("k (importance samples)", 1, 100_000, jobs.EVAL_K, key=f"t_k_{run.name}")
+    how = "runs `python -m vae_core evaluate RUN --write` in a process of its own; the NLL goes into the card"
+    if right.button(f"Evaluate (NLL, k = {k})", key="t_evaluate", help=how):
+        jobs.start_evaluation(run, int(k))
+        st.rerun()
+
+
+def delete_controls(run: Run) -> None:
+    """Delete the run's folder, after a confirmation."""
+    confirm = f"t_delete_{run.name}"
+    if not st.session_state.get(confirm):
+        st.button("Delete run…", key="t_delete", on_click=st.session_state.__setitem__, args=(confirm, True),
+                  icon=":material/delete:")  # fmt: skip
+        return
+    st.warning(widgets.plain(f"Delete {run.path} and everything in it (checkpoint, log, timelapse)?"))
+    yes, no, _ = st.columns(CONTROL_COLUMNS)
+    no.button("Keep it", key="t_keep", on_click=st.session_state.pop, args=(confirm, None))
+    if yes.button("Delete", key="t_delete_yes", type="primary"):
+        st.session_state.pop(confirm)
+        jobs.delete_run(run)
+        st.session_state.pop("t_run", None)
+        st.toast(widgets.plain(f"Deleted {run.name}."))
+        st.rerun(scope="app")
 
 
 def summary(run: Run, records: list[Record]) -> None:
@@ -197,14 +291,14 @@ def summary(run: Run, records: list[Record]) -> None:
 
 def outcome(run: Run) -> None:
     if run.status in (Status.FAILED, Status.DIVERGED):
-        st.error(f"{run.name} {run.status}: {run.message}")
-        st.code(jobs.tail_log(run, 12), language=None)
+        st.error(widgets.plain(f"{run.name} {run.status}: {run.message}"))
+        st.code(jobs.tail_log(run, 12), language=None, wrap_lines=True)
     elif run.status is Status.STOPPED:
-        st.info(run.message)
+        st.info(widgets.plain(run.message))
     elif run.status is Status.FINISHED:
         name = paths.shown(run.path)
         if name in paths.checkpoint_options():
-            st.success(f"Finished: {name} is in the checkpoint picker.")
+            st.success(widgets.plain(f"Finished: {name} is in the checkpoint picker."))
             st.page_link(
                 "pages/1_Latent_grid.py",
                 label="Explore it on the Latent grid page",
@@ -212,7 +306,7 @@ def outcome(run: Run) -> None:
                 query_params={"ckpt": name},
             )
         else:
-            st.success(f"Finished: the checkpoint is in {run.path}.")
+            st.success(widgets.plain(f"Finished: the checkpoint is in {run.path}."))
 
 
 def timelapse_view(run: Run) -> None:
@@ -264,18 +358,25 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     )
 
 
+def busy(name: str) -> bool:
+    """Whether the run trains or is being evaluated (its page then refreshes by itself)."""
+    run = jobs.read_run(jobs.runs_dir() / name)
+    evaluation = jobs.evaluation(run)
+    return run.status is Status.RUNNING or (evaluation is not None and evaluation.running)
+
+
 def follow(name: str) -> None:
-    """The chosen run, re-read every REFRESH_S seconds while it trains."""
-    live = jobs.read_run(jobs.runs_dir() / name).status is Status.RUNNING
+    """The chosen run, re-read every REFRESH_S seconds while it trains or is being evaluated."""
+    live = busy(name)
 
     @st.fragment(run_every=REFRESH_S if live else None)
     def view() -> None:
-        run = jobs.read_run(jobs.runs_dir() / name)
-        if live and run.status is not Status.RUNNING:
+        if live and not busy(name):
             st.rerun()  # it has ended: redraw the whole page once, then stop polling
+        run = jobs.read_run(jobs.runs_dir() / name)
         records = read_metrics(run.path)
         summary(run, records)
-        controls(run)
+        controls(run, jobs.evaluation(run))
         outcome(run)
         if records:
             st.plotly_chart(curves(records), key=f"t_curves_{name}")
@@ -283,21 +384,22 @@ def follow(name: str) -> None:
             st.caption("Waiting for the first metrics (every 20 steps)…")
         timelapse_view(run)
         with st.expander("log"):
-            st.code(jobs.tail_log(run, 30) or "(empty)", language=None)
+            st.code(jobs.tail_log(run, 30) or "(empty)", language=None, wrap_lines=True)
 
     view()
 
 
 new_run_form()
+missing_data()
 st.divider()
 st.subheader("Runs")
 try:
     runs = {run.name: run for run in jobs.list_runs()}
 except (OSError, ValueError) as e:
-    st.error(f"Cannot read the runs in {jobs.runs_dir()}: {e}")
+    st.error(widgets.plain(f"Cannot read the runs in {jobs.runs_dir()}: {e}"))
     st.stop()
 if not runs:
-    st.info(f"No runs yet in {jobs.runs_dir()}: start one above.")
+    st.info(widgets.plain(f"No runs yet in {jobs.runs_dir()}: start one above."))
     st.stop()
 if st.session_state.get("t_run") not in runs:
     st.session_state["t_run"] = next(iter(runs))

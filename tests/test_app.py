@@ -193,12 +193,13 @@ def test_page_renders_on_a_3d_model(tiny, monkeypatch, page):
     assert not at.error
 
 
-def test_many_dimensions_get_number_inputs(tmp_path, monkeypatch):
-    """Beyond 16 dimensions the least informative ones get number inputs instead of sliders."""
+def test_many_dimensions_all_get_sliders(tmp_path, monkeypatch):
+    """At 20 dimensions every one has a slider (none a number input), the inactive one folded away."""
     monkeypatch.setenv("VAE_CHECKPOINT", make_checkpoint(tmp_path / "wide-20d", 20))
     at = run(PAGES[1], ckpt=str(tmp_path / "wide-20d"))
-    assert len(at.slider) == 16 and len(at.main.number_input) >= 4
+    assert len(at.slider) == 20 and not [n for n in at.main.number_input if n.key.startswith("zs_")]
     assert at.slider[0].label.startswith("z[0]")
+    assert [s.key for s in at.expander[0].slider] == ["zs_19"]
 
 
 def test_interpolation_steps_change_the_strip():

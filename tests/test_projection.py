@@ -65,15 +65,15 @@ def test_latent_plane_is_its_own_inverse_and_only_for_2d(points):
 
 
 def test_bad_method_and_parameters_are_refused(points):
-    """Unknown methods and parameters, t-SNE with extra points and bad perplexities raise ValueError."""
+    """Unknown methods and parameters and bad perplexities raise ValueError."""
     with pytest.raises(ValueError, match="method must be one of"):
         pj.project(points, "isomap")
     with pytest.raises(ValueError, match="n_neighbors"):
         pj.project(points, "umap", perplexity=5)
-    with pytest.raises(ValueError, match="cannot place"):
-        pj.project(points, "tsne", extra=points[:5])
     with pytest.raises(ValueError, match="perplexity"):
         pj.project(points[:10], "tsne", perplexity=30)
+    with pytest.raises(ValueError, match=r"perplexity must be in \[1, 3\]"):
+        pj.project(points[:10], "tsne", perplexity=4)  # 3 × 4 neighbours of 9 others
 
 
 def test_tsne_same_seed_same_map(points):
@@ -82,6 +82,32 @@ def test_tsne_same_seed_same_map(points):
     b = pj.project(points[:80], "tsne", seed=1, perplexity=10)
     np.testing.assert_array_equal(a.coords, b.coords)
     assert a.coords.shape == (80, 2) and not a.exact_inverse
+
+
+def test_tsne_places_extra_points_without_moving_the_fitted_map(points):
+    """t-SNE places extra points on the map it fitted: the fitted rows are those of the map without
+    them, the same for a seed, and an extra point lands near the fitted copy of itself."""
+    alone = pj.project(points[:150], "tsne", seed=2, perplexity=10)
+    both = pj.project(points[:150], "tsne", seed=2, perplexity=10, extra=points[:50])
+    again = pj.project(points[:150], "tsne", seed=2, perplexity=10, extra=points[:50])
+    np.testing.assert_array_equal(both.coords[:150], alone.coords)
+    np.testing.assert_array_equal(both.coords, again.coords)
+    assert both.coords.shape == (200, 2) and both.points.shape == (200, 5)
+    spread = np.ptp(alone.coords, axis=0).max()
+    assert np.median(np.linalg.norm(both.coords[150:] - alone.coords[:50], axis=1)) < 0.1 * spread
+
+
+def test_tsne_reports_progress_and_stops_when_asked(points):
+    """The progress callback is told a rising fraction that ends at 1; returning True raises Cancelled
+    at the next report, long before the end."""
+    told = []
+    pj.project(points[:80], "tsne", seed=1, perplexity=10, progress=told.append)
+    assert told == sorted(told) and told[-1] == 1.0 and len(told) > 10
+    assert told[0] == pytest.approx(pj.TSNE_REPORT_EVERY / sum(pj.TSNE_ITERATIONS))
+    calls = []
+    with pytest.raises(pj.Cancelled, match="cancelled after"):
+        pj.project(points[:80], "tsne", seed=1, perplexity=10, progress=lambda f: calls.append(f) or f > 0.2)
+    assert 0.2 < calls[-1] < 0.3
 
 
 def test_neighbour_inverse_is_a_weighted_mean_of_nearby_latents():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -44,8 +45,14 @@ def submit(at: AppTest, **values: object) -> AppTest:
     return at
 
 
+def shown(markdown: str) -> str:
+    """Markdown as the browser shows it: escapes removed, hard line breaks as newlines."""
+    return re.sub(r"\\(.)", r"\1", markdown.replace("  \n", "\n"))
+
+
 def errors(at: AppTest) -> str:
-    return " | ".join(e.value for e in at.error)
+    """The error boxes' text as shown."""
+    return " | ".join(shown(e.value) for e in at.error)
 
 
 def test_page_renders_without_runs(runs: Path) -> None:

@@ -105,6 +105,14 @@ def _check_archive(path: Path) -> None:
             f"few thousand (at most {MAX_PICKLE_BYTES:,} are read)",
             path,
         )
+    with zipfile.ZipFile(path) as archive:
+        ends_with_stop = archive.read(pickles[0])[-1:] == pickle.STOP
+    if not ends_with_stop:  # every complete pickle ends with STOP; a cut one may end inside a name
+        raise CheckpointError(
+            f"{path} is damaged: it is a complete PyTorch archive, but its contents cannot be read "
+            f"(its pickled part is cut short: it does not end with the pickle STOP opcode)",
+            path,
+        )
 
 
 def _unsafe_names(e: pickle.UnpicklingError) -> str:

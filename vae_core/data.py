@@ -228,9 +228,14 @@ def _download(name: str, split: str) -> None:
     cls(root=str(data_root()), train=split == "train", download=True)
 
 
-def _missing_message(name: str, split: str, searched: list[Path], reason: str) -> str:
+def _not_downloaded(name: str, split: str, reason: str) -> str:
+    return f"The {name} {split} split was not found and could not be downloaded ({reason})."
+
+
+def _missing_message(name: str, split: str, searched: list[Path], head: str) -> str:
+    """`head`, then where the split was looked for and how to provide it."""
     return (
-        f"The {name} {split} split was not found and could not be downloaded ({reason}).\n"
+        f"{head}\n"
         f"Searched: {', '.join(str(p) for p in searched)}.\n"
         f"Provide it with --data-dir DIR (a folder holding {SPLITS[split]}-images-idx3-ubyte.gz and "
         f"{SPLITS[split]}-labels-idx1-ubyte.gz, gzipped or not), set VAE_DATA_DIR, or connect to the "
@@ -244,6 +249,19 @@ def locate(name: str, split: str, data_dir: str | Path | None = None) -> tuple[P
         if found := _split_files(folder, split):
             return found
     return None
+
+
+def available(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
+    """Whether both splits of a dataset are on this machine (nothing is downloaded), and if not, a
+    message saying where they were looked for and how to provide them."""
+    if name not in DATASETS:
+        return False, f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
+    for split in SPLITS:
+        if locate(name, split, data_dir) is None:
+            where = f"in {data_dir}" if data_dir else "on this machine: it has not been downloaded yet"
+            head = f"The {name} {split} split is not {where}."
+            return False, _missing_message(name, split, candidate_dirs(name, data_dir), head)
+    return True, ""
 
 
 def load_images(
@@ -272,13 +290,13 @@ def load_images(
         try:
             _download(name, split)
         except Exception as e:  # no network, a failed checksum, a read-only disk: all mean "missing"
-            raise DatasetError(
-                _missing_message(name, split, candidate_dirs(name), f"{type(e).__name__}: {e}")
-            ) from e
+            head = _not_downloaded(name, split, f"{type(e).__name__}: {e}")
+            raise DatasetError(_missing_message(name, split, candidate_dirs(name), head)) from e
         files = locate(name, split)
     if files is None:
         reason = "no download from an explicit --data-dir" if data_dir else "download disabled"
-        raise DatasetError(_missing_message(name, split, candidate_dirs(name, data_dir), reason))
+        searched = candidate_dirs(name, data_dir)
+        raise DatasetError(_missing_message(name, split, searched, _not_downloaded(name, split, reason)))
     h, w = IDX_IMAGE_SHAPE
     images = read_idx(files[0], (None, h, w), f"the images of a {name} split ({h} x {w} grey images)")
     labels = read_idx(files[1], (None,), f"the labels of a {name} split (one number per image)")

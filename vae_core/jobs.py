@@ -4,9 +4,12 @@
     runs/NAME/train.log      the trainer's stdout and stderr, for people (never parsed)
     runs/NAME/outcome.json   written by the trainer when it ends (`vae_core.records`)
     runs/NAME/model.pt, metrics.jsonl, timelapse/ ...   the checkpoint folder the trainer writes
+    runs/NAME/evaluate.json, evaluate.log   an evaluation (`python -m vae_core evaluate --write`) of it
 
 The trainer runs in a new session, so leaving the page, reloading or stopping the web server does
-not stop it; `stop_run` sends it SIGTERM, on which it finishes its step, saves and exits 0. A run's
+not stop it; `stop_run` sends it SIGTERM, on which it finishes its step, saves and exits 0. An
+evaluation is a process of the same kind, `start_evaluation`, that stores the test NLL in the model
+card. `delete_run` removes a run's folder, only inside the runs folder and never while it works. A run's
 status is its outcome file once the trainer has ended; before that, whether its process lives. So
 every page and every server process sees the same thing. `VAE_RUNS_DIR` moves the runs folder;
 `VAE_MAX_JOBS` (default 1) is how many runs may train at once.
@@ -30,12 +33,13 @@ from pathlib import Path
 
 from vae_core import budget
 from vae_core.atomic import atomic_write_text
-from vae_core.checkpoint import STATE_FILE, CheckpointError, model_file, read_spec
+from vae_core.checkpoint import STATE_FILE, CheckpointError, model_file, read_checkpoint, read_spec
 from vae_core.data import PROJECT_ROOT
 from vae_core.records import Record, clear_outcome, read_outcome
 from vae_core.spec import RunSpec, Runtime, runtime_argv, to_argv
 
 JOB_FILE, LOG_FILE = "job.json", "train.log"
+EVAL_FILE, EVAL_LOG = "evaluate.json", "evaluate.log"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 LOW_DISK_BYTES = 16 * 2**20  # less free space than a checkpoint, its log and a snapshot take
 APP_THREADS = 1  # a run started from the app leaves the other cores to the app's sessions
@@ -164,16 +168,22 @@ def _launch(folder: Path, train_flags: list[str]) -> tuple[int, list[str]]:
     """Start the trainer in a session of its own; returns (pid, command)."""
     command = [sys.executable, "-m", "vae_core", "train", "--out", str(folder), *train_flags]
     clear_outcome(folder)  # a resumed run's previous ending
-    with (folder / LOG_FILE).open("a") as log:
+    return _spawn(command, folder / LOG_FILE), command
+
+
+def _spawn(command: list[str], log_file: Path, env: dict[str, str] | None = None) -> int:
+    """Start `command` (an argument list, no shell) in a session of its own, its output appended to
+    log_file; returns its pid."""
+    with log_file.open("a") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         # cwd is the project root, so `-m vae_core` imports this package.
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            command, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     _CHILDREN[process.pid] = process
-    return process.pid, command
+    return process.pid
 
 
 def _write_job(folder: Path, job: dict) -> None:
@@ -212,11 +222,13 @@ def start_run(
 
 
 def resume_run(run: Run, epochs: int | None = None) -> Run:
-    """Continue a stopped (or failed) run from its last checkpoint, optionally to a new epoch total.
+    """Continue a stopped (or failed) run from its last checkpoint, optionally to a new epoch total;
+    a finished run only to a higher total than it has trained.
 
     The trainer continues the spec stored in the checkpoint; the job file's spec follows it."""
     if run.status is Status.RUNNING:
         raise RunError(f"{run.name} is still training.")
+    _check_not_evaluating(run)
     if not run.has_checkpoint:
         raise RunError(
             f"{run.name} has no checkpoint to resume from (it ended before its first step); start a new run."
@@ -226,6 +238,10 @@ def resume_run(run: Run, epochs: int | None = None) -> Run:
     except CheckpointError as e:  # damaged, non-finite or too large for this server's budget
         raise RunError(f"{run.name} cannot be resumed: {e}") from e
     spec = spec.with_values({"train": {"epochs": epochs}}) if epochs else spec
+    if run.status is Status.FINISHED and spec.train.epochs <= (done := saved(run)[0]):
+        raise RunError(
+            f"{run.name} has finished its {done} epochs: give a higher epoch total to train it further."
+        )
     with _lock(run.path.parent):
         _check_capacity(run.path.parent)
         flags = ["--resume", "--epochs", str(spec.train.epochs), *runtime_argv(run.runtime)]
@@ -241,6 +257,100 @@ def stop_run(run: Run) -> None:
     if run.pid is None or not _alive(run.pid) or read_outcome(run.path) is not None:
         raise RunError(f"{run.name} is not training (status: {read_run(run.path).status}).")
     os.kill(run.pid, signal.SIGTERM)
+
+
+# ---------------------------------------------------------------- evaluating and deleting
+
+EVAL_K = 1000  # the app's default importance samples for the test NLL (the CLI's is 5000)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The last evaluation of a run: its importance samples k, whether it still runs, how it ended."""
+
+    k: int
+    started: float
+    running: bool
+    exit_code: int | None = None  # known when this process started it and it has ended
+    log: str = ""  # its last lines
+
+    @property
+    def failed(self) -> bool:
+        return not self.running and self.exit_code not in (None, 0)
+
+
+def start_evaluation(run: Run, k: int = EVAL_K) -> Evaluation:
+    """Measure a run's checkpoint on its test set in a process of its own (`python -m vae_core evaluate
+    RUN --write --k K`): ELBO terms, KL per dimension and the IWAE NLL go into its model card."""
+    if k < 1:
+        raise RunError(f"The NLL needs at least 1 importance sample, got k = {k}.")
+    if run.status is Status.RUNNING:
+        raise RunError(f"{run.name} is still training: evaluate it once it has ended.")
+    if not model_file(run.path).is_file():
+        raise RunError(f"{run.name} has no checkpoint to evaluate (it ended before its first step).")
+    _check_not_evaluating(run)
+    command = [sys.executable, "-m", "vae_core", "evaluate", str(run.path), "--write", "--k", str(k)]
+    command += ["--device", run.runtime.device]
+    command += ["--data-dir", run.runtime.data_dir] if run.runtime.data_dir else []
+    threads = str(run.runtime.threads or APP_THREADS)
+    pid = _spawn(command, run.path / EVAL_LOG, {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    job = {"k": k, "pid": pid, "command": command, "started": time.time()}
+    atomic_write_text(run.path / EVAL_FILE, json.dumps(job, indent=1))
+    return evaluation(run)
+
+
+def evaluation(run: Run) -> Evaluation | None:
+    """The run's last evaluation as it stands now, or None if it was never evaluated from the app."""
+    try:
+        job = json.loads((run.path / EVAL_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    pid = job.get("pid")
+    child = _CHILDREN.get(pid)
+    running = pid is not None and _alive(pid) and _is_evaluator(pid)
+    log = "\n".join(tail_lines(run.path / EVAL_LOG, 12))
+    exit_code = child.returncode if child else None
+    return Evaluation(job.get("k", 0), job.get("started", 0.0), running, exit_code, log)
+
+
+def _is_evaluator(pid: int) -> bool:
+    """Whether pid still is an evaluation (our own child, or another process's `vae_core evaluate`)."""
+    if pid in _CHILDREN:
+        return True
+    try:
+        return b"evaluate" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc to ask: trust the signal
+
+
+def _check_not_evaluating(run: Run) -> None:
+    current = evaluation(run)
+    if current is not None and current.running:
+        raise RunError(f"{run.name} is being evaluated (NLL, k = {current.k}): wait for it to finish.")
+
+
+def saved(run: Run) -> tuple[int, dict]:
+    """The epoch and the metrics (its model card) of a run's checkpoint; (0, {}) while it has none
+    or it cannot be read."""
+    try:
+        ckpt = read_checkpoint(run.path)
+    except (OSError, ValueError):
+        return 0, {}
+    return int(ckpt.get("epoch", 0)), dict(ckpt["metrics"])
+
+
+def delete_run(run: Run, root: str | Path | None = None) -> None:
+    """Delete a run's folder and everything in it; RunError if it trains or is being evaluated, or if
+    its folder is not a run folder directly inside the runs folder (nothing else is ever deleted)."""
+    root = (Path(root) if root is not None else runs_dir()).resolve()
+    folder = Path(run.path)
+    if folder.is_symlink() or folder.resolve().parent != root or not (folder / JOB_FILE).is_file():
+        raise RunError(f"{folder} is not a run folder inside {root}: it is not deleted.")
+    current = read_run(folder)
+    if current.status is Status.RUNNING:
+        raise RunError(f"{run.name} is still training: stop it before deleting it.")
+    _check_not_evaluating(current)
+    shutil.rmtree(folder.resolve())
 
 
 # ---------------------------------------------------------------- status

@@ -11,6 +11,7 @@ on first use (tens of seconds on a small CPU), which `warm_up_umap` does once in
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import threading
@@ -39,11 +40,17 @@ DEFAULTS: dict[str, dict[str, float]] = {
 }
 _DATA_URI = "data:image/png;base64,"
 INVERSE_K = 8  # neighbours averaged to map a UMAP / t-SNE position back to latent space
+TSNE_ITERATIONS = (250, 500)  # early exaggeration, then the rest: openTSNE's default schedule
+TSNE_PLACE_ITERATIONS = 250  # openTSNE's default for placing new points on a fitted map
+TSNE_REPORT_EVERY = 25  # iterations between progress reports (each one also computes the KL)
+Progress = Callable[[float], bool | None]  # told the fraction done in [0, 1]; returning True cancels
 
 __all__ = [
     "DEFAULTS",
     "INVERSE_K",
     "METHODS",
+    "Cancelled",
+    "Progress",
     "Projection",
     "cache_dir",
     "cache_key",
@@ -56,6 +63,10 @@ __all__ = [
     "warm_up_umap",
     "worst",
 ]
+
+
+class Cancelled(RuntimeError):
+    """A projection stopped because its progress callback asked to (returned True)."""
 
 
 @dataclass(frozen=True)
@@ -127,12 +138,19 @@ def check_params(method: str, params: dict) -> dict:
 
 
 def project(
-    points: np.ndarray, method: str, *, seed: int = 0, extra: np.ndarray | None = None, **params: float
+    points: np.ndarray,
+    method: str,
+    *,
+    seed: int = 0,
+    extra: np.ndarray | None = None,
+    progress: Progress | None = None,
+    **params: float,
 ) -> Projection:
     """Fit a 2-D map of points (N, D); `extra` points (M, D) are placed on it too (coords rows N..N+M).
 
     Extra points are transformed, not fitted: the map of the N points is the same with or without
-    them. t-SNE cannot place new points, so it refuses `extra`.
+    them. `progress`, if given, is told the fraction done (t-SNE every TSNE_REPORT_EVERY iterations,
+    the others once at the end); when it returns True the fit stops with `Cancelled`.
     """
     params = check_params(method, params)
     points = np.asarray(points, np.float32)
@@ -142,15 +160,12 @@ def project(
         raise ValueError(
             f"the latent plane is a map only for 2-D models; these points are {points.shape[1]}-D"
         )
-    if method == "tsne" and extra is not None:
-        raise ValueError(
-            "t-SNE cannot place points it was not fitted on; choose PCA or UMAP, or test set only"
-        )
-    fit = {"pca": _pca, "umap": _umap, "tsne": _tsne, "latent": _latent}[method]
-    everything = points if extra is None else np.concatenate([points, np.asarray(extra, np.float32)])
-    coords, inverse = fit(
-        points, np.asarray(extra, np.float32) if extra is not None else None, seed, **params
-    )
+    extra = np.asarray(extra, np.float32) if extra is not None else None
+    fit = {"pca": _pca, "umap": _umap, "tsne": functools.partial(_tsne, progress=progress), "latent": _latent}
+    everything = points if extra is None else np.concatenate([points, extra])
+    coords, inverse = fit[method](points, extra, seed, **params)
+    if progress is not None and progress(1.0):
+        raise Cancelled(f"{method} cancelled at its end")
     return Projection(method, coords.astype(np.float32), everything, **inverse)
 
 
@@ -194,16 +209,44 @@ def _import_umap() -> ModuleType:
 
 
 def _tsne(
-    points: np.ndarray, extra: np.ndarray | None, seed: int, *, perplexity: float
+    points: np.ndarray,
+    extra: np.ndarray | None,
+    seed: int,
+    *,
+    perplexity: float,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, dict]:
-    from sklearn.manifold import TSNE
+    """openTSNE's t-SNE with its default schedule (TSNE_ITERATIONS) and gradient method ("auto":
+    Barnes-Hut below 10,000 points, FFT-accelerated from there), one thread so that a seed gives the
+    same map; `extra` points are placed on the fitted map by its `transform`."""
+    from openTSNE import TSNE
 
-    if not 1 <= perplexity < len(points):
+    if not 1 <= perplexity <= (len(points) - 1) / 3:  # openTSNE looks at 3 × perplexity neighbours
         raise ValueError(
-            f"t-SNE perplexity must be in [1, {len(points)}) for {len(points)} points, got {perplexity}"
+            f"t-SNE perplexity must be in [1, {(len(points) - 1) / 3:g}] for {len(points)} points "
+            f"(it looks at 3 × perplexity neighbours), got {perplexity}"
         )
-    tsne = TSNE(perplexity=float(perplexity), init="pca", learning_rate="auto", random_state=int(seed))
-    return tsne.fit_transform(points), {}
+    steps = sum(TSNE_ITERATIONS) + (TSNE_PLACE_ITERATIONS if extra is not None else 0)
+    done = 0
+
+    def report(iteration: int, error: float, embedding: np.ndarray) -> None:
+        nonlocal done
+        done += TSNE_REPORT_EVERY
+        if progress is not None and progress(min(done / steps, 1.0)):
+            raise Cancelled(f"t-SNE cancelled after {done} of {steps} iterations")
+
+    early, rest = TSNE_ITERATIONS
+    tsne = TSNE(
+        perplexity=float(perplexity), early_exaggeration_iter=early, n_iter=rest, initialization="pca",
+        negative_gradient_method="auto", random_state=int(seed), n_jobs=1, callbacks=report,
+        callbacks_every_iters=TSNE_REPORT_EVERY,
+    )  # fmt: skip
+    embedding = tsne.fit(points)
+    coords = np.array(embedding)  # a copy: openTSNE's transform moves the fitted points a little
+    if extra is not None:
+        placed = embedding.transform(extra, n_iter=TSNE_PLACE_ITERATIONS)
+        coords = np.concatenate([coords, np.asarray(placed)])
+    return coords, {}
 
 
 # ---------------------------------------------------------------- encoding and highlights
