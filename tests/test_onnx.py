@@ -358,3 +358,37 @@ def test_manifest_over_budget_refused(hostile: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("VAE_MEMORY_BUDGET_GB", "0.01")
     _edit_manifest(hostile, image_shape=[4, 1024, 1024])
     _refused(hostile, "memory budget")
+
+
+# ---------------------------------------------------------------- the app, on an exported model
+
+APP_PAGES = [None, *(f"pages/{p}" for p in ("1_Latent_grid.py", "2_Sliders.py", "3_Interpolate.py"))]
+APP_PAGES += [f"pages/{p}" for p in ("4_Compare.py", "5_Atlas.py", "6_Encode.py")]
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "mnist-2d"
+
+
+@pytest.fixture(scope="module")
+def onnx_2d(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The shipped mnist-2d, exported as an ONNX folder outside the project."""
+    if not (SHIPPED / "model.pt").is_file():
+        pytest.skip("the shipped checkpoint mnist-2d is not there")
+    out = tmp_path_factory.mktemp("app") / "mnist-2d-onnx"
+    assert main(["export", str(SHIPPED), "--onnx", str(out)]) == 0
+    return str(out)
+
+
+@pytest.mark.parametrize("page", APP_PAGES)
+def test_every_page_renders_an_onnx_model(onnx_2d: str, page: str | None, monkeypatch, tmp_path) -> None:
+    """Every explorer page renders the exported mnist-2d without an exception or an error."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("VAE_CHECKPOINT", onnx_2d)
+    monkeypatch.setenv("VAE_CACHE_DIR", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(SHIPPED.parent.parent / "app.py"), default_timeout=120)
+    at.query_params["ckpt"] = onnx_2d
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.sidebar.selectbox(key="_ckpt_widget").value == onnx_2d
