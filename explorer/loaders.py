@@ -1,6 +1,6 @@
 """Every cache of the app, and its start-up hook.
 
-Caches are keyed by plain strings and numbers (a checkpoint's shown name and its model file's mtime,
+Caches are keyed by plain strings and numbers (a checkpoint's shown name and its files' mtime,
 a dataset name, the data and disk-cache folders), never by hashing a model. `st.cache_resource` holds
 models and the read-only image arrays shared by every session (no copy per rerun); `st.cache_data`
 holds arrays computed from them (each caller gets its own copy, free to hand to torch). The test set
@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +33,7 @@ from explorer.state import Z_RANGE
 from vae_core import DATASETS, VAE, CheckpointError, load_checkpoint, load_images, preprocess_image
 from vae_core import explore as ex
 from vae_core import gaps as gp
+from vae_core import onnx_model as om
 from vae_core import projection as pj
 from vae_core.checkpoint import MODEL_FILE, read_spec
 from vae_core.data import data_root
@@ -124,10 +126,18 @@ def _train_images(name: str, where: Where) -> np.ndarray:
     return _read_only(train.images[:TRAIN_POINTS].numpy())[0]
 
 
+def folder_mtime(folder: Path) -> float:
+    """A checkpoint's cache key: its model file's mtime, or the latest of an ONNX folder's three files."""
+    return om.folder_mtime(folder) if om.is_onnx_folder(folder) else os.stat(folder / MODEL_FILE).st_mtime
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def _dataset_of(name: str, mtime: float) -> str | None:
+    folder = paths.resolve(name)
     try:
-        return read_spec(paths.resolve(name)).data.name
+        if om.is_onnx_folder(folder):
+            return om.read_manifest(folder).dataset or None
+        return read_spec(folder).data.name
     except (OSError, CheckpointError):
         return None  # the picker shows it anyway; loading it says what is wrong
 
@@ -136,7 +146,7 @@ def dataset_of(name: str) -> str | None:
     """The dataset a checkpoint (by its shown name) was trained on, without keeping its model in
     memory; None if it cannot be read."""
     try:
-        mtime = os.stat(paths.resolve(name) / MODEL_FILE).st_mtime
+        mtime = folder_mtime(paths.resolve(name))
     except OSError:
         return None
     return _dataset_of(name, mtime)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from vae_core import VAE
+from vae_core.onnx_model import OnnxVAE
 
 
 def dataset(model: VAE) -> str:
@@ -18,9 +19,28 @@ def binarization(model: VAE) -> str:
     return model.meta.spec.data.binarize
 
 
-def card(model: VAE) -> dict[str, str]:
+def card(model: VAE | OnnxVAE) -> dict[str, str]:
     """The model card: what was trained on what, and how well it does on the test set."""
-    metrics, spec, config = model.meta.metrics, model.meta.spec, model.config
+    rows = onnx_rows(model) if isinstance(model, OnnxVAE) else trained_rows(model)
+    return rows | metric_rows(model.meta.metrics, model.config.latent_dim)
+
+
+def onnx_rows(model: OnnxVAE) -> dict[str, str]:
+    """What an ONNX model's manifest says: its name, description, data, sizes and likelihood."""
+    manifest = model.manifest
+    return {
+        "name": manifest.name or "—",
+        "description": manifest.description or "—",
+        "format": "ONNX (vae-onnx, version 1)",
+        "dataset": dataset(model),
+        "latent dim": str(manifest.latent_dim),
+        "likelihood": manifest.likelihood,
+    }
+
+
+def trained_rows(model: VAE) -> dict[str, str]:
+    """What our checkpoint's run spec says: data, architecture, sizes and training."""
+    spec, config = model.meta.spec, model.config
     rows = {
         "dataset": dataset(model),
         "architecture": f"{config.arch} ({config.activation})",
@@ -31,6 +51,12 @@ def card(model: VAE) -> dict[str, str]:
     }
     if spec.train.precision != "fp32":
         rows["training precision"] = f"{spec.train.precision} (mixed)"
+    return rows
+
+
+def metric_rows(metrics: dict, latent_dim: int) -> dict[str, str]:
+    """How well the model does on the test set, as far as its stored metrics say."""
+    rows = {}
     if "elbo" in metrics:
         rows["test ELBO (nats / image)"] = (
             f"{metrics['elbo']:.2f} = −({metrics['recon']:.2f} recon + {metrics['kl']:.2f} KL)"
@@ -38,7 +64,7 @@ def card(model: VAE) -> dict[str, str]:
     if "nll" in metrics:
         rows["test NLL (nats / image)"] = f"{metrics['nll']:.2f} (IWAE, k = {metrics.get('nll_k', '?')})"
     if "active_units" in metrics:
-        rows["active units"] = f"{metrics['active_units']} of {config.latent_dim}"
+        rows["active units"] = f"{metrics['active_units']} of {latent_dim}"
     return rows
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from vae_core import list_checkpoints
 from vae_core.checkpoint import MODEL_FILE
 from vae_core.jobs import runs_dir
+from vae_core.onnx_model import is_onnx_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = "checkpoints/mnist-2d"
@@ -76,7 +77,7 @@ def _checked_checkpoint(wanted: str, origin: str) -> tuple[str | None, str | Non
     folder = Path(wanted).parent if Path(wanted).suffix == ".pt" else Path(wanted)
     try:
         folder = folder.resolve(strict=True)
-        if not (folder / MODEL_FILE).is_file():
+        if not (folder / MODEL_FILE).is_file() and not is_onnx_folder(folder):
             return None, f"{origin} {wanted!r} holds no {MODEL_FILE}: give a checkpoint folder."
     except (OSError, RuntimeError) as e:  # missing, unreadable, or a symlink loop
         return None, f"{origin} {wanted!r} cannot be opened ({_reason(e)}): give a checkpoint folder."

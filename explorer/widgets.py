@@ -5,7 +5,6 @@ bytes shown as they are), and a picture from the user (a drawing or an upload)."
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -61,7 +60,7 @@ def pick_checkpoint() -> Checkpoint:
 def checkpoint(name: str) -> Checkpoint:
     """A checkpoint by its shown name, loaded (and cached) once; stops the page with a message if it fails."""
     try:
-        ck = Checkpoint(name, os.stat(paths.resolve(name) / "model.pt").st_mtime)
+        ck = Checkpoint(name, loaders.folder_mtime(paths.resolve(name)))
         loaders.model(ck)
     except (OSError, CheckpointError) as e:
         st.error(plain(f"Cannot load {name}: {e}"))

@@ -309,7 +309,14 @@ def read_spec(path: str | Path) -> RunSpec:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """Rebuild a model from its checkpoint, in eval mode, on `device`; its card is `model.meta`."""
+    """Rebuild a model from its checkpoint, in eval mode, on `device`; its card is `model.meta`.
+
+    A folder holding a `vae.json` is an ONNX model (`vae_core.onnx_model`): an `OnnxVAE` then, with
+    the same contract."""
+    from vae_core import onnx_model  # not at the top: it imports this module
+
+    if onnx_model.is_onnx_folder(path):
+        return onnx_model.load_onnx(path)  # type: ignore[return-value]
     file = model_file(path)
     ckpt = read_checkpoint(path)  # checked: the model fits the budget, the weights fit the model
     spec = read_spec_dict(file, ckpt["spec"])
@@ -336,6 +343,15 @@ def update_metrics(path: str | Path, metrics: dict) -> None:
 
 
 def list_checkpoints(*roots: str | Path) -> list[Path]:
-    """Checkpoint folders (those holding a model file) directly under the given roots, sorted."""
-    found = {p.parent for root in roots if Path(root).is_dir() for p in Path(root).glob(f"*/{MODEL_FILE}")}
+    """Checkpoint folders (those holding a model file, or an ONNX model's `vae.json`) directly under
+    the given roots, sorted."""
+    from vae_core.onnx_model import MANIFEST_FILE
+
+    found = {
+        p.parent
+        for root in roots
+        if Path(root).is_dir()
+        for name in (MODEL_FILE, MANIFEST_FILE)
+        for p in Path(root).glob(f"*/{name}")
+    }
     return sorted(found)

@@ -1,4 +1,4 @@
-"""The command line: `python -m vae_core train ...` and `python -m vae_core evaluate ...`.
+"""The command line: `python -m vae_core train ...`, `... evaluate ...` and `... export ... --onnx DIR`.
 
 Every expected failure (a missing dataset, a bad checkpoint, a diverged run) ends with one clear
 line on stderr and exit status 1, never a traceback.
@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from vae_core import onnx_model
 from vae_core.atomic import DiskFullError
-from vae_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, update_metrics
+from vae_core.checkpoint import CheckpointError, load_checkpoint, model_file, read_checkpoint, update_metrics
 from vae_core.data import DatasetError, ImageSet, load_images
 from vae_core.device import pick_device
 from vae_core.evaluation import eval_inputs, summarize
@@ -68,11 +69,20 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a checkpoint as an ONNX model folder (vae_core.onnx_model)")
+    p.add_argument("checkpoint", help="checkpoint folder (or its model.pt)")
+    p.add_argument("--onnx", required=True, metavar="OUT_DIR", help="folder to write the three files to")
+    p.add_argument("--name", default="", help="the model card's name (default: the checkpoint folder's)")
+    p.add_argument("--description", default="", help="the model card's description")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vae_core", description="Train and evaluate VAEs.")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _evaluate_parser(sub)
+    _export_parser(sub)
     return parser
 
 
@@ -262,7 +272,9 @@ def evaluate(args: argparse.Namespace) -> int:
             f"the model's outputs overflow. Nothing was written; retrain the model or use an earlier "
             f"checkpoint."
         )
-    if args.write:
+    if args.write and onnx_model.is_onnx_folder(args.checkpoint):
+        onnx_model.write_evaluation(args.checkpoint, metrics)  # beside the graphs, which stay as they are
+    elif args.write:
         update_metrics(args.checkpoint, metrics)
     print(json.dumps(metrics) if args.json else format_report(args.checkpoint, model.meta.dataset, metrics))
     return 0
@@ -287,9 +299,23 @@ def format_report(name: str, dataset: str, m: dict) -> str:
     return "\n".join(lines)
 
 
+def export(args: argparse.Namespace) -> int:
+    """Write one of our checkpoints as an ONNX model folder."""
+    model = load_checkpoint(args.checkpoint)
+    if not isinstance(model, VAE):
+        raise ValueError(f"{args.checkpoint} is an ONNX model already: export takes a vae_core checkpoint")
+    name = args.name or model_file(args.checkpoint).parent.name
+    out = onnx_model.export_onnx(model, args.onnx, name=name, description=args.description)
+    print(f"ONNX model written to {out}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": train, "evaluate": evaluate, "export": export}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = train if args.command == "train" else evaluate
+    command = COMMANDS[args.command]
     try:
         return command(args)
     except (DatasetError, CheckpointError, TrainingDiverged, ValueError, OSError) as e:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from vae_core import explore as ex
+from vae_core import onnx_model
 from vae_core.atomic import atomic_write
 from vae_core.data import PROJECT_ROOT
 from vae_core.evaluation import eval_inputs, score
@@ -290,10 +291,12 @@ def cache_dir() -> Path:
 
 
 def cache_key(checkpoint: str | Path, *parts: object, **params: object) -> str:
-    """A plain key: the checkpoint's model file and mtime, then the parts, then sorted parameters."""
+    """A plain key: the checkpoint's model file (an ONNX folder's three files) and mtime, then the
+    parts, then sorted parameters."""
     file = Path(checkpoint)
-    file = file / "model.pt" if file.is_dir() else file
-    items = [f"{file.resolve()}@{file.stat().st_mtime_ns}", *map(str, parts)]
+    names = onnx_model.FILES if onnx_model.is_onnx_folder(file) else ("model.pt",)
+    files = [file / name for name in names] if file.is_dir() else [file]
+    items = [*(f"{f.resolve()}@{f.stat().st_mtime_ns}" for f in files), *map(str, parts)]
     items += [f"{k}={params[k]!r}" for k in sorted(params)]
     return "|".join(items)
 
