@@ -9,7 +9,8 @@ The trainer runs in a new session, so leaving the page, reloading or stopping th
 not stop it; `stop_run` sends it SIGTERM, on which it finishes its step, saves and exits 0. A run's
 status is its outcome file once the trainer has ended; before that, whether its process lives. So
 every page and every server process sees the same thing. `VAE_RUNS_DIR` moves the runs folder;
-`VAE_MAX_JOBS` (default 1) is how many runs may train at once.
+`VAE_MAX_JOBS` (default 1) is how many runs may train at once. A trainer runs with one thread and
+a lower priority than the server (`TRAINER_NICENESS`), so interactive sessions stay responsive.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -39,6 +40,10 @@ JOB_FILE, LOG_FILE = "job.json", "train.log"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 LOW_DISK_BYTES = 16 * 2**20  # less free space than a checkpoint, its log and a snapshot take
 APP_THREADS = 1  # a run started from the app leaves the other cores to the app's sessions
+# A run started from the app runs this much nicer than the server, so that on a busy machine the CPU
+# goes to interactive sessions first and training takes what is left (bench/concurrency.py measures it).
+TRAINER_NICENESS = 10
+MAX_NICENESS = 19  # the lowest priority on POSIX
 
 # The trainers this process started, kept so that they are reaped (no zombies) once they end.
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -172,8 +177,18 @@ def _launch(folder: Path, train_flags: list[str]) -> tuple[int, list[str]]:
             command, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+    _lower_priority(process.pid)
     _CHILDREN[process.pid] = process
     return process.pid, command
+
+
+def _lower_priority(pid: int) -> None:
+    """Make the trainer TRAINER_NICENESS nicer than this process. Set from here, right after it is
+    started (a `preexec_fn` is unsafe in a threaded server): it has made no threads yet, and those it
+    makes inherit its niceness. Where that is not permitted, it trains at the server's priority."""
+    with suppress(OSError):
+        niceness = min(os.getpriority(os.PRIO_PROCESS, 0) + TRAINER_NICENESS, MAX_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
 
 
 def _write_job(folder: Path, job: dict) -> None:
