@@ -162,7 +162,8 @@ async def drive(browser, base: str, index: int, seconds: float, moves: int, rate
     page.on("pageerror", lambda e: session.errors.append(f"page error: {str(e)[:200]}"))
     try:
         z0 = start_z(index)
-        await page.goto(f"{base}/Sliders?ckpt=checkpoints%2Fmnist-2d&z={z0[0]:.2f}%2C{z0[1]:.2f}")
+        url = f"{base}/Sliders?ckpt=checkpoints%2Fmnist-2d&z={z0[0]:.2f}%2C{z0[1]:.2f}"
+        await page.goto(url, timeout=START_TIMEOUT_S * 1000)
         await page.locator(IMAGE).first.wait_for(timeout=START_TIMEOUT_S * 1000)
         await page.wait_for_timeout(500)
         await page.evaluate(OBSERVER)
