@@ -4,6 +4,7 @@ bytes shown as they are), and a picture from the user (a drawing or an upload)."
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -215,9 +216,19 @@ def grid_png(images: np.ndarray, *, scale: int = 1) -> bytes:
     return png(images.reshape(rows * cols, *images.shape[2:]), cols, scale=scale)
 
 
+INLINE_BYTES = 8192  # a PNG up to this size travels in the page's message itself, as a data URI
+
+
 def picture(data: bytes, *, caption: str | None = None, width: int | str = "content") -> None:
-    """st.image that keeps our PNG bytes as they are (Streamlit's "auto" would re-encode them as JPEG)."""
-    st.image(data, caption=caption, width=width, output_format="PNG")
+    """st.image that keeps our PNG bytes as they are (Streamlit's "auto" would re-encode them as JPEG).
+
+    A small PNG (a decoded 28×28 image is under 1 KB) is sent inline as a data URI: as a media file it
+    would cost the browser one more request per rerun, and under load a fast-moving slider's next rerun
+    removed the file before the browser had fetched it (a broken image, a 404)."""
+    if len(data) <= INLINE_BYTES:
+        st.image("data:image/png;base64," + base64.b64encode(data).decode(), caption=caption, width=width)
+    else:
+        st.image(data, caption=caption, width=width, output_format="PNG")
 
 
 def image_row(images: np.ndarray, captions: list[str], *, width: int = 112) -> None:

@@ -66,7 +66,9 @@ def sliders() -> None:
             widgets.png(image), caption="decoded z (pixel means, sigmoid of the logits)", width=336
         )
         st.code("z = [" + ", ".join(f"{v:.2f}" for v in z) + "]", language=None, wrap_lines=True)
-        st.download_button("Download z (CSV)", widgets.csv_bytes(z), "z.csv", "text/csv", on_click="ignore")
+        st.download_button(
+            "Download z (CSV)", lambda: widgets.csv_bytes(z), "z.csv", "text/csv", on_click="ignore"
+        )
         st.download_button(
             "Download the image (PNG)",
             lambda: widgets.png(image, scale=8),

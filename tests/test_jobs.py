@@ -217,3 +217,17 @@ def test_tail_log_splits_progress_bars(tmp_path: Path) -> None:
     folder = fake_run(tmp_path, "r", outcome=None, log="a\n 10%\r 20%\r 30%\nerror: boom\n")
     run = jobs.read_run(folder)
     assert jobs.tail_log(run, 2) == " 30%\nerror: boom"
+
+
+def test_a_trainer_runs_nicer_than_the_server(tmp_path: Path, data: Path) -> None:
+    """Every thread of a started trainer runs TRAINER_NICENESS nicer than the process that started it,
+    so that interactive sessions get the CPU first."""
+    run = start("nice", tmp_path, data, tiny_spec(epochs=500))
+    try:
+        wait_until(lambda: len(list(Path(f"/proc/{run.pid}/task").iterdir())) > 1)  # torch has started
+        expected = min(os.getpriority(os.PRIO_PROCESS, 0) + jobs.TRAINER_NICENESS, jobs.MAX_NICENESS)
+        threads = [int(t.name) for t in Path(f"/proc/{run.pid}/task").iterdir()]
+        assert [os.getpriority(os.PRIO_PROCESS, t) for t in threads] == [expected] * len(threads)
+    finally:
+        jobs.stop_run(run)
+        finished(run)

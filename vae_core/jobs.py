@@ -12,7 +12,8 @@ evaluation is a process of the same kind, `start_evaluation`, that stores the te
 card. `delete_run` removes a run's folder, only inside the runs folder and never while it works. A run's
 status is its outcome file once the trainer has ended; before that, whether its process lives. So
 every page and every server process sees the same thing. `VAE_RUNS_DIR` moves the runs folder;
-`VAE_MAX_JOBS` (default 1) is how many runs may train at once.
+`VAE_MAX_JOBS` (default 1) is how many runs may train at once. A trainer runs with one thread and
+a lower priority than the server (`TRAINER_NICENESS`), so interactive sessions stay responsive.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +44,10 @@ EVAL_FILE, EVAL_LOG = "evaluate.json", "evaluate.log"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 LOW_DISK_BYTES = 16 * 2**20  # less free space than a checkpoint, its log and a snapshot take
 APP_THREADS = 1  # a run started from the app leaves the other cores to the app's sessions
+# A run started from the app runs this much nicer than the server, so that on a busy machine the CPU
+# goes to interactive sessions first and training takes what is left (bench/concurrency.py measures it).
+TRAINER_NICENESS = 10
+MAX_NICENESS = 19  # the lowest priority on POSIX
 
 # The trainers this process started, kept so that they are reaped (no zombies) once they end.
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -182,8 +187,18 @@ def _spawn(command: list[str], log_file: Path, env: dict[str, str] | None = None
             command, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+    _lower_priority(process.pid)
     _CHILDREN[process.pid] = process
     return process.pid
+
+
+def _lower_priority(pid: int) -> None:
+    """Make the trainer TRAINER_NICENESS nicer than this process. Set from here, right after it is
+    started (a `preexec_fn` is unsafe in a threaded server): it has made no threads yet, and those it
+    makes inherit its niceness. Where that is not permitted, it trains at the server's priority."""
+    with suppress(OSError):
+        niceness = min(os.getpriority(os.PRIO_PROCESS, 0) + TRAINER_NICENESS, MAX_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
 
 
 def _write_job(folder: Path, job: dict) -> None:
