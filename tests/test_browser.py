@@ -70,7 +70,11 @@ def server(tmp_path_factory) -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:  # a numba compile in the UMAP warm-up thread can hold the interpreter for a while
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.close()
 
 
