@@ -1,0 +1,54 @@
+"""Colour models in the explorer's maths: decoded images are the likelihood's mean, channels last."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vae_core import VAE, VAEConfig
+from vae_core import explore as ex
+
+
+@pytest.fixture
+def colour_model() -> VAE:
+    torch.manual_seed(0)
+    config = VAEConfig(
+        arch="conv", latent_dim=2, hidden=(4, 8), likelihood="logistic", image_shape=(3, 24, 24)
+    )
+    return VAE(config).eval()
+
+
+def test_decode_images_shows_the_logistic_mean_channels_last(colour_model: VAE) -> None:
+    """A colour model's decoded images are (N, H, W, 3): the likelihood's mean (clamped locations)."""
+    z = np.array([[0.0, 0.0], [1.0, -2.0]], np.float32)
+    images = ex.decode_images(colour_model, z)
+    with torch.no_grad():
+        expected = colour_model.likelihood.mean(colour_model.decode(torch.from_numpy(z)))
+    assert images.shape == (2, 24, 24, 3)
+    np.testing.assert_allclose(images, expected.permute(0, 2, 3, 1).numpy())
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_reconstruct_gives_colour_images_and_error_maps(colour_model: VAE) -> None:
+    """reconstruct returns colour reconstructions and |x - x_hat| maps of the same (N, H, W, 3) shape."""
+    x = torch.randint(0, 256, (3, 3, 24, 24)) / 255
+    recon, error = ex.reconstruct(colour_model, x)
+    assert recon.shape == error.shape == (3, 24, 24, 3)
+    np.testing.assert_allclose(error, np.abs(x.permute(0, 2, 3, 1).numpy() - recon), atol=1e-6)
+
+
+def test_colour_grids_become_rgb_png_and_gif(colour_model: VAE) -> None:
+    """A tiled colour grid is (rows*H + pad, cols*W + pad, 3) and encodes as an RGB PNG (and a GIF)
+    with its pixels."""
+    images = ex.decode_images(colour_model, np.linspace(-2, 2, 8, dtype=np.float32).reshape(4, 2))
+    grid = ex.tile(images, nrow=2)
+    assert grid.shape == (2 * 25 + 1, 2 * 25 + 1, 3)
+    png = Image.open(io.BytesIO(ex.to_png(grid)))
+    assert png.mode == "RGB" and png.size == (51, 51)
+    np.testing.assert_array_equal(np.asarray(png), ex.to_pixels(grid))
+    gif = Image.open(io.BytesIO(ex.to_gif(images, scale=1)))
+    assert gif.size == (24, 24) and gif.n_frames == 4
