@@ -44,7 +44,8 @@ PRECISIONS = ("fp32", "bf16")
 MAX_SEED = 2**31 - 1
 DATA_DIR_HELP = (
     "folder with the dataset's IDX files (train-images-idx3-ubyte[.gz], ...); default: search "
-    "$VAE_DATA_DIR, ./data and Debian's /usr/share/datasets, then download with torchvision"
+    "$VAE_DATA_DIR, ./data and Debian's /usr/share/datasets, then download with torchvision. With "
+    "--dataset folder: the folder of images itself (DIR/<class>/*.png, ...), stored in the checkpoint"
 )
 
 
