@@ -52,3 +52,46 @@ def test_colour_grids_become_rgb_png_and_gif(colour_model: VAE) -> None:
     np.testing.assert_array_equal(np.asarray(png), ex.to_pixels(grid))
     gif = Image.open(io.BytesIO(ex.to_gif(images, scale=1)))
     assert gif.size == (24, 24) and gif.n_frames == 4
+
+
+def test_the_model_card_and_report_show_bits_per_dim(colour_model: VAE) -> None:
+    """A logistic model's card and evaluate's report show its bits/dim and where it comes from;
+    a Bernoulli model's metrics carry none."""
+    from explorer.meta import card
+    from vae_core.cli import format_report
+    from vae_core.evaluation import summarize
+
+    x = torch.randint(0, 256, (6, 3, 24, 24)) / 255
+    metrics = summarize(colour_model, x, k=2, check=False)
+    colour_model.meta.metrics = metrics
+    assert card(colour_model)["test bits / dim"] == f"{metrics['bits_per_dim']:.3f} (IWAE NLL)"
+    assert f"bits/dim    {metrics['bits_per_dim']:9.3f}  (from the NLL)" in format_report(
+        "m", "folder", metrics
+    )
+    grey = VAE(VAEConfig(hidden=(8,)))
+    assert "bits_per_dim" not in summarize(grey, torch.rand(4, 1, 28, 28).round(), check=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "folder", "image_size": 8}, "image_size must be 0 .* or between 16 and 128, got 8"),
+        ({"name": "folder", "channels": 2}, r"channels must be 0 \(the data's own\), 1 \(grey\) or 3"),
+        ({"name": "mnist", "image_size": 32}, "apply to --dataset folder only"),
+        ({"name": "folder", "test_fraction": 0.9}, "test_fraction must be between 0.01 and 0.5"),
+    ],
+)
+def test_folder_options_are_checked(kwargs: dict, message: str) -> None:
+    """A folder's image size, channels and test fraction are checked, and refused for named sets."""
+    from vae_core.spec import DataSpec
+
+    with pytest.raises(ValueError, match=message):
+        DataSpec(**kwargs)
+
+
+def test_folder_options_default_to_64_px_colour() -> None:
+    """A folder spec left at 0 imports 64 x 64 colour images with a 10% test split."""
+    from vae_core.spec import DataSpec
+
+    options = DataSpec(name="folder").folder_options()
+    assert options == {"image_size": 64, "channels": 3, "test_fraction": 0.1, "seed": 0}
