@@ -223,7 +223,7 @@ def test_train_on_a_colour_folder_then_evaluate_reports_bits_per_dim(
     data, out = colour_folder(tmp_path / "pictures"), tmp_path / "ck"
     monkeypatch.chdir(tmp_path)  # a relative --data-dir is stored absolute
     flags = ["--dataset", "folder", "--data-dir", "pictures", "--image-size", "16", "--channels", "3"]
-    model = ["--likelihood", "logistic", "--binarize", "none", "--arch", "conv", "--hidden", "4", "8"]
+    model = ["--likelihood", "logistic", "--arch", "conv", "--hidden", "4", "8"]  # binarize: none
     run = ["--latent-dim", "2", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--device", "cpu"]
     assert main(["train", *flags, *model, *run]) == 0
     assert "Imported 36 of 36 images" in capsys.readouterr().err

@@ -95,3 +95,12 @@ def test_folder_options_default_to_64_px_colour() -> None:
 
     options = DataSpec(name="folder").folder_options()
     assert options == {"image_size": 64, "channels": 3, "test_fraction": 0.1, "seed": 0}
+
+
+def test_an_8_bit_likelihood_implies_no_binarisation() -> None:
+    """Asking for the logistic likelihood alone gives binarize "none"; asking for dynamic too is refused."""
+    from vae_core.spec import RunSpec
+
+    assert RunSpec.from_values({"model": {"likelihood": "logistic"}}).data.binarize == "none"
+    with pytest.raises(ValueError, match="pass --binarize none"):
+        RunSpec.from_values({"model": {"likelihood": "logistic"}, "data": {"binarize": "dynamic"}})

@@ -420,10 +420,15 @@ class RunSpec:
         return RunSpec().with_values(values)
 
     def with_values(self, values: Mapping[str, Mapping[str, Any]]) -> RunSpec:
-        """This spec with some fields changed, given as {section: {field: value}}."""
+        """This spec with some fields changed, given as {section: {field: value}}.
+
+        Choosing a likelihood of 8-bit pixels without saying how to binarise means binarize "none"
+        (8-bit pixels are k / 255, never binarised); asking for both is refused by `__post_init__`."""
         if not isinstance(values, Mapping):
             raise ValueError(f"A run spec is a mapping of sections, got {type(values).__name__}")
         _refuse_unknown("run spec", values, SECTIONS)
+        if values.get("model", {}).get("likelihood") in EIGHT_BIT_LIKELIHOODS:
+            values = {**values, "data": {"binarize": "none", **values.get("data", {})}}
         parts = {}
         for name, cls in SECTIONS.items():
             changes = values.get(name, {})
