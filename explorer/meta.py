@@ -48,6 +48,7 @@ def trained_rows(model: VAE) -> dict[str, str]:
         "latent dim": str(config.latent_dim),
         "epochs": f"{model.meta.epoch} of {spec.train.epochs}",
         "β · binarize": f"{spec.train.beta:g} · {spec.data.binarize}",
+        "likelihood · image": f"{config.likelihood} · {' × '.join(map(str, config.image_shape))}",
     }
     if spec.train.precision != "fp32":
         rows["training precision"] = f"{spec.train.precision} (mixed)"
@@ -63,6 +64,9 @@ def metric_rows(metrics: dict, latent_dim: int) -> dict[str, str]:
         )
     if "nll" in metrics:
         rows["test NLL (nats / image)"] = f"{metrics['nll']:.2f} (IWAE, k = {metrics.get('nll_k', '?')})"
+    if "bits_per_dim" in metrics:
+        bound = "IWAE NLL" if metrics.get("bits_per_dim_from") == "nll" else "−ELBO, a bound"
+        rows["test bits / dim"] = f"{metrics['bits_per_dim']:.3f} ({bound})"
     if "active_units" in metrics:
         rows["active units"] = f"{metrics['active_units']} of {latent_dim}"
     return rows

@@ -58,7 +58,7 @@ def test_the_budget_is_the_operators_environment_variable(monkeypatch: pytest.Mo
         (RunSpec(model=HUGE_MLP), r"about 14\.63 GiB: 3\.60 GiB of weights \(965,084,944 parameters\)"),
         (
             RunSpec(model=VAEConfig(arch="conv", hidden=(512, 512)), train=TrainConfig(batch_size=65536)),
-            r"270\.27 GiB of activations for a batch of 65,536 images",
+            r"821\.52 GiB of activations for a batch of 65,536 images",
         ),
     ],
     ids=["wide-mlp", "conv-big-batch"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -197,3 +198,41 @@ def test_real_mnist_train_and_evaluate(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert -160 < metrics["elbo"] < -95 and metrics["nll"] < -metrics["elbo"]
+
+
+def colour_folder(root: Path, n_per_class: int = 18) -> Path:
+    """A folder of 40 x 30 random-ish RGB PNGs in two classes, one reddish and one bluish."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for k, cls in enumerate(("red", "blue")):
+        (root / cls).mkdir(parents=True)
+        for i in range(n_per_class):
+            pixels = torch.randint(0, 128, (30, 40, 3), generator=rng, dtype=torch.uint8)
+            pixels[..., 2 * k] += 127
+            Image.fromarray(pixels.numpy()).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_train_on_a_colour_folder_then_evaluate_reports_bits_per_dim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A logistic conv model trains on a folder of colour PNGs (the import report on stderr), stores the
+    folder's absolute path and the data's shape in its spec, and evaluate --json gives finite bits/dim."""
+    monkeypatch.setenv("VAE_CACHE_DIR", str(tmp_path / "cache"))
+    data, out = colour_folder(tmp_path / "pictures"), tmp_path / "ck"
+    monkeypatch.chdir(tmp_path)  # a relative --data-dir is stored absolute
+    flags = ["--dataset", "folder", "--data-dir", "pictures", "--image-size", "16", "--channels", "3"]
+    model = ["--likelihood", "logistic", "--arch", "conv", "--hidden", "4", "8"]  # binarize: none
+    run = ["--latent-dim", "2", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--device", "cpu"]
+    assert main(["train", *flags, *model, *run]) == 0
+    assert "Imported 36 of 36 images" in capsys.readouterr().err
+    from vae_core import load_checkpoint
+
+    spec = load_checkpoint(out).meta.spec
+    assert spec.data.folder == str(data.resolve()) and spec.model.image_shape == (3, 16, 16)
+    monkeypatch.chdir(ROOT)  # evaluate finds the folder through the spec, without --data-dir
+    assert main(["evaluate", str(out), "--k", "5", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["bits_per_dim_from"] == "nll" and 0 < metrics["bits_per_dim"] < 100
+    assert metrics["bits_per_dim"] == pytest.approx(metrics["nll"] / (3 * 16 * 16 * math.log(2)))

@@ -63,3 +63,33 @@ def test_conv_decoder_size_follows_the_config() -> None:
     first = model.decoder[0]
     assert first.out_features == 16 * 4 * 4
     assert model.decode(torch.zeros(1, 2)).shape == (1, 1, 28, 28)
+
+
+SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64), (3, 16, 16), (1, 128, 128)]
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic"])
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["x".join(map(str, s)) for s in SHAPES])
+def test_every_architecture_takes_every_size_and_colour(shape: tuple, arch: str, likelihood: str) -> None:
+    """Both architectures encode (N, C, S, S) images of any supported size, grey or colour, and decode
+    the likelihood's param_channels(C) channels at the same size."""
+    config = VAEConfig(arch=arch, latent_dim=3, hidden=(4, 8), likelihood=likelihood, image_shape=shape)
+    model = VAE(config)
+    mu, logvar = model.encode(torch.rand(2, *shape))
+    assert mu.shape == logvar.shape == (2, 3)
+    per_channel = 2 if likelihood == "logistic" else 1
+    assert model.decode(mu).shape == (2, per_channel * shape[0], *shape[1:])
+    assert model.likelihood.mean(model.decode(mu)).shape == (2, *shape)
+
+
+def test_conv_has_residual_blocks_at_each_resolution() -> None:
+    """The conv encoder and decoder each hold RES_BLOCKS residual blocks per stride-2 layer, and a
+    block keeps its input's shape."""
+    from vae_core.model import RES_BLOCKS, ResBlock
+
+    model = VAE(VAEConfig(arch="conv", latent_dim=2, hidden=(4, 8, 16), image_shape=(3, 32, 32)))
+    for part in (model.encoder, model.decoder):
+        assert sum(isinstance(m, ResBlock) for m in part) == 3 * RES_BLOCKS
+    block = ResBlock(5, torch.nn.ReLU)
+    assert block(torch.rand(2, 5, 7, 7)).shape == (2, 5, 7, 7)

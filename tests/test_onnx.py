@@ -24,7 +24,18 @@ from vae_core.spec import DataSpec, RunSpec
 CONFIGS = {
     "mlp": VAEConfig(arch="mlp", latent_dim=3, hidden=(32,)),
     "conv": VAEConfig(arch="conv", latent_dim=2, hidden=(4, 8)),
+    "colour-logistic": VAEConfig(
+        arch="conv", latent_dim=4, hidden=(4, 8), image_shape=(3, 16, 16), likelihood="logistic"
+    ),
 }
+
+
+def _inputs(config: VAEConfig, n: int = 64):
+    """Test inputs of the config's shape: synthetic digits for 1 x 28 x 28, else random 8-bit pixels."""
+    if config.image_shape == (1, 28, 28):
+        return eval_inputs(synthetic_images(n, seed=3), "none")
+    generator = torch.Generator().manual_seed(3)
+    return torch.randint(0, 256, (n, *config.image_shape), generator=generator).float() / 255
 
 
 def _checkpoint(folder: Path, config: VAEConfig) -> Path:
@@ -92,7 +103,7 @@ def test_export_matches_pytorch(exported: dict, arch: str) -> None:
 def test_export_gives_the_same_elbo(exported: dict, arch: str) -> None:
     """summarize on the ONNX model gives our model's ELBO within 0.05 nats (same images, same seed)."""
     ours, theirs = load_checkpoint(exported[arch][0]), load_checkpoint(exported[arch][1])
-    x = eval_inputs(synthetic_images(64, seed=3), "none")
+    x = _inputs(CONFIGS[arch])
     with torch.no_grad():
         a, b = summarize(ours, x, check=False), summarize(theirs, x, check=False)
     assert abs(a["elbo"] - b["elbo"]) < 0.05
@@ -123,7 +134,7 @@ def test_evaluate_write_beside_onnx(exported: dict, tmp_path: Path, monkeypatch)
     folder = tmp_path / "m"
     shutil.copytree(exported["mlp"][1], folder)
     graphs = {name: (folder / name).read_bytes() for name in (om.ENCODER_FILE, om.DECODER_FILE)}
-    monkeypatch.setattr("vae_core.cli.load_images", lambda *a, **k: synthetic_images(32, split="test"))
+    monkeypatch.setattr("vae_core.cli.load_test", lambda *a, **k: synthetic_images(32, split="test"))
     assert main(["evaluate", str(folder), "--k", "2", "--n", "16", "--write", "--json"]) == 0
     stored = json.loads((folder / om.EVALUATION_FILE).read_text())
     assert stored["n_images"] == 16 and stored["nll_k"] == 2

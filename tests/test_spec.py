@@ -34,7 +34,9 @@ MNIST_BEST = ["--dataset", "mnist", "--arch", "mlp", "--hidden", "512", "512", "
               "--epochs", "300", "--lr", "1e-3", "--lr-schedule", "cosine", "--min-lr", "1e-5",
               "--warmup-epochs", "10"]  # fmt: skip
 # Every option away from its default.
-EVERY_OPTION = ["--dataset", "fashion-mnist", "--binarize", "none", "--arch", "conv", "--latent-dim", "3",
+EVERY_OPTION = ["--dataset", "folder", "--binarize", "none", "--image-size", "32", "--channels", "3",
+                "--test-fraction", "0.2", "--split-seed", "3", "--likelihood", "logistic",
+                "--arch", "conv", "--latent-dim", "3",
                 "--hidden", "8", "16", "--activation", "elu", "--epochs", "7", "--batch-size", "32",
                 "--lr", "0.003", "--lr-schedule", "cosine", "--min-lr", "1e-05", "--beta", "2.5",
                 "--warmup-epochs", "1.5", "--seed", "4", "--log-every", "5",
@@ -63,12 +65,12 @@ def test_flags_round_trip_through_the_spec(argv: list[str]) -> None:
 
 
 def test_every_option_is_a_flag_and_every_flag_an_option() -> None:
-    """The train command's flags are the spec's options plus the runtime's; only image_shape, set by
-    the data, has no flag."""
+    """The train command's flags are the spec's options plus the runtime's; only image_shape and a
+    folder's path, set by the data, have no flag."""
     every = parse(EVERY_OPTION)
     for section, cls in SECTIONS.items():
         for f in fields(cls):
-            if f.name != "image_shape":
+            if f.name not in ("image_shape", "folder"):
                 assert getattr(getattr(every, section), f.name) != f.default, f"{section}.{f.name}"
     runtime = {"--" + f.name.replace("_", "-") for f in fields(Runtime)}
     assert runtime | {"--out", "--resume", "--help", "-h"} == RUNTIME_FLAGS
@@ -101,7 +103,10 @@ def test_dict_round_trip_is_typed_and_strict() -> None:
         (lambda: VAEConfig(hidden=(64,) * 9), "hidden takes 1 to 8 numbers, got 9"),
         (lambda: VAEConfig(hidden=()), "hidden takes 1 to 8 numbers, got 0"),
         (lambda: VAEConfig(activation="swish"), "activation must be one of"),
-        (lambda: DataSpec(name="cifar"), r"dataset must be one of \('mnist', 'fashion-mnist', 'kmnist'\)"),
+        (
+            lambda: DataSpec(name="cifar"),
+            r"dataset must be one of \('mnist', 'fashion-mnist', 'kmnist', 'cifar10', 'folder'\)",
+        ),
         (lambda: Runtime(threads=0), "threads must be between 1 and 1024, got 0"),
     ],
 )
@@ -122,7 +127,7 @@ def test_checkpoint_spec_round_trips_typed(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "ck", VAE(spec.model), spec=spec, metrics={}, epoch=0, step=0)
     loaded = load_checkpoint(tmp_path / "ck")
     assert loaded.meta.spec == spec and isinstance(loaded.meta.spec, RunSpec)
-    assert loaded.meta.dataset == "fashion-mnist" and read_spec(tmp_path / "ck") == spec
+    assert loaded.meta.dataset == "folder" and read_spec(tmp_path / "ck") == spec
     with pytest.raises(ValueError, match="not the model's config"):
         save_checkpoint(tmp_path / "x", VAE(VAEConfig()), spec=spec, metrics={}, epoch=0, step=0)
 

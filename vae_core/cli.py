@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from vae_core import onnx_model
 from vae_core.atomic import DiskFullError
 from vae_core.checkpoint import CheckpointError, load_checkpoint, model_file, read_checkpoint, update_metrics
-from vae_core.data import DatasetError, ImageSet, load_images
+from vae_core.data import DatasetError, ImageSet
 from vae_core.device import pick_device
 from vae_core.evaluation import eval_inputs, summarize
 from vae_core.gaps import GAPS_IMAGES, GAPS_K, format_gaps, gaps
@@ -30,7 +30,17 @@ from vae_core.model import VAE
 from vae_core.presets import apply_preset
 from vae_core.records import EpochRecord, Outcome, Record, clear_outcome, write_outcome
 from vae_core.spec import DATA_DIR_HELP, RunSpec, Runtime, add_flags, given_values
-from vae_core.training import FitResult, TrainingDiverged, check_out, fit, resume_spec
+from vae_core.training import (
+    FitResult,
+    TrainingDiverged,
+    check_out,
+    fit,
+    load_data,
+    load_test,
+    resume_spec,
+    shaped_for,
+    with_folder,
+)
 
 MAX_K = 100_000  # importance samples: the log-weights of a batch of 100 images take 4 MB per 10,000
 
@@ -176,8 +186,14 @@ def train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, runtime: Runtime, spec: RunSpec, main_rank: bool) -> FitResult:
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
-    train_set = load_images(spec.data.name, "train", runtime.data_dir)
-    test_set = load_images(spec.data.name, "test", runtime.data_dir)  # read once: fit and the timelapse
+    from vae_core.folder import tqdm_progress  # imported late: Pillow, only for folders
+
+    spec = with_folder(spec, runtime.data_dir)  # a folder's absolute path: the checkpoint's data
+    data = load_data(spec.data, runtime.data_dir, tqdm_progress() if main_rank else None)
+    if data.report is not None and main_rank:
+        print(data.report.summary(), file=sys.stderr)
+    train_set, test_set = data.train, data.test  # read once: fit and the timelapse
+    spec = shaped_for(spec, train_set)  # the model's image_shape: the data's
     done = read_checkpoint(args.out)["step"] if args.resume else 0
     total = -(-len(train_set) // spec.train.batch_size) * spec.train.epochs
     bar = _ProgressBar(total, initial=done) if main_rank else None
@@ -255,7 +271,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise ValueError(f"n must be at least 1, got {args.n}")
     model = load_checkpoint(args.checkpoint, device=pick_device(args.device))
-    test = load_images(model.meta.dataset, "test", args.data_dir)
+    test = load_test(model.meta.spec.data, args.data_dir)
     x = eval_inputs(test, model.meta.spec.data.binarize)[: args.n]
     if args.gaps:
         return _print_gaps(args, model, x[: args.n or GAPS_IMAGES])
@@ -294,6 +310,8 @@ def format_report(name: str, dataset: str, m: dict) -> str:
     ]
     if "nll" in m:
         lines.append(f"  NLL (k={m['nll_k']}) {m['nll']:8.2f} nats/image")
+    if "bits_per_dim" in m:
+        lines.append(f"  bits/dim    {m['bits_per_dim']:9.3f}  (from the {m['bits_per_dim_from'].upper()})")
     lines.append(f"  active units {m['active_units']} of {len(m['kl_per_dim'])}")
     lines.append("  KL per dim  " + " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 Every number here comes from `objective.elbo_terms` or `objective.iwae_bound` (with the fused NLL of
 `vae_core.fast` unless VAE_FAST=0); nothing recomputes the ELBO. All values are nats per image;
-NLL = -log p(x) estimated with k importance samples.
+NLL = -log p(x) estimated with k importance samples. For the likelihoods of 8-bit pixels
+(`likelihood.bits_per_dim_applies`) `summarize` adds `bits_per_dim`: the NLL (or, with k = 0, the
+negative ELBO, an upper bound) divided by C H W ln 2, with `bits_per_dim_from` naming which.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 
 from vae_core import fast
 from vae_core.data import ImageSet, fixed_binarization, to_float
+from vae_core.likelihood import bits_per_dim
 from vae_core.model import VAE
 from vae_core.objective import gaussian_kl, iwae_bound
 
@@ -83,7 +86,8 @@ def log_likelihood(
         tqdm(total=len(x), desc=f"IWAE k={k}", unit="img", disable=not progress) as bar,
     ):
         for i in range(0, len(x), batch_size):
-            out.append(iwae_bound(model, x[i : i + batch_size].to(model.device), k, nll=fast.nll()).cpu())
+            batch = x[i : i + batch_size].to(model.device)
+            out.append(iwae_bound(model, batch, k, nll=fast.nll(model)).cpu())
             bar.update(len(out[-1]))
     return torch.cat(out)
 
@@ -104,6 +108,11 @@ def summarize(model: VAE, x: Tensor, *, k: int = 0, progress: bool = False, chec
     if k > 0:
         metrics["nll"] = -log_likelihood(model, x, k, progress=progress).mean().item()
         metrics["nll_k"] = k
+    if model.likelihood.bits_per_dim_applies:
+        source = "nll" if k > 0 else "elbo"
+        nats = metrics["nll"] if k > 0 else -metrics["elbo"]
+        metrics["bits_per_dim"] = bits_per_dim(nats, model.config.image_shape)
+        metrics["bits_per_dim_from"] = source
     if check:
         metrics["check"] = fingerprint(model, x)
     return metrics

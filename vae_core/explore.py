@@ -1,8 +1,10 @@
 """The maths behind the explorer: decoding grids, samples, paths and arithmetic in latent space.
 
 Everything takes and returns NumPy arrays (z as (N, latent_dim) float, images as (N, H, W) floats in
-[0, 1]) so that the app's pages only wire widgets to these functions. Images are `sigmoid(logits)`
-of the decoder, for display only; no function here scores a model (that is `vae_core.evaluation`).
+[0, 1] for grey models, (N, H, W, 3) for colour ones) so that the app's pages only wire widgets to
+these functions. A decoded image is the model's `likelihood.mean` of the decoder's output (Bernoulli:
+sigmoid(logits); logistic: the location), for display only; no function here scores a model (that
+is `vae_core.evaluation`).
 """
 
 from __future__ import annotations
@@ -64,16 +66,17 @@ def _channels_last(images: torch.Tensor) -> np.ndarray:
 
 
 def to_images(x: torch.Tensor) -> np.ndarray:
-    """Model inputs (N, C, H, W) in [0, 1] -> display images (N, H, W)."""
+    """Model inputs (N, C, H, W) in [0, 1] -> display images (N, H, W), or (N, H, W, 3) for colour."""
     return _channels_last(x.float())
 
 
 @torch.no_grad()
 def decode_images(model: VAE, z: np.ndarray | Sequence[float]) -> np.ndarray:
-    """z: (N, latent_dim), or one (latent_dim,) vector -> images (N, H, W) in [0, 1], in one call."""
+    """z: (N, latent_dim), or one (latent_dim,) vector -> images (N, H, W) (or (N, H, W, 3)) in
+    [0, 1], the likelihood's mean, in one call."""
     z = _as_tensor(z)
     z = z[None] if z.ndim == 1 else z
-    return _channels_last(torch.sigmoid(model.decode(z.to(model.device))))
+    return _channels_last(model.likelihood.mean(model.decode(z.to(model.device))))
 
 
 @torch.no_grad()
@@ -87,9 +90,10 @@ def encode_means(model: VAE, x: torch.Tensor, *, batch_size: int = 2000) -> np.n
 
 @torch.no_grad()
 def reconstruct(model: VAE, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the posterior mean of each image: (reconstructions, |x - x_hat| error maps), each (N, H, W)."""
+    """Decode the posterior mean of each image: (reconstructions, |x - x_hat| error maps), each
+    (N, H, W), or (N, H, W, 3) for colour; x_hat is the likelihood's mean."""
     mu, _ = model.encode(x.to(model.device))
-    x_hat = torch.sigmoid(model.decode(mu)).cpu()
+    x_hat = model.likelihood.mean(model.decode(mu)).cpu()
     return _channels_last(x_hat), _channels_last((x.float().cpu() - x_hat).abs())
 
 
@@ -245,7 +249,8 @@ def kl_order(kl_per_dim: Sequence[float], *, threshold: float = 0.01) -> tuple[n
 
 
 def tile(images: np.ndarray, nrow: int, *, pad: int = 1, pad_value: float | None = None) -> np.ndarray:
-    """Images (N, H, W) -> one (rows*H + pad, nrow*W + pad) array, row-major, padded between cells.
+    """Images (N, H, W) or (N, H, W, 3) -> one (rows*H + pad, nrow*W + pad[, 3]) array, row-major,
+    padded between cells.
 
     The padding is white (1.0, or 255 for uint8 pixels) unless `pad_value` says otherwise.
     """
@@ -293,7 +298,8 @@ def to_png(image: np.ndarray, *, scale: int = 1) -> bytes:
 
 
 def to_gif(frames: np.ndarray, *, duration_ms: int = 100, scale: int = 4) -> bytes:
-    """Frames (T, H, W) in [0, 1] -> an animated GIF that loops forever, `duration_ms` per frame."""
+    """Frames (T, H, W) or (T, H, W, 3) in [0, 1] -> an animated GIF that loops forever,
+    `duration_ms` per frame."""
     images = [_pil(frame, scale) for frame in frames]
     buffer = io.BytesIO()
     images[0].save(

@@ -1,14 +1,16 @@
 """The ELBO and the importance-weighted bound, in nats per image.
 
 For a VAE with encoder q(z|x) = N(mu, diag exp(logvar)), prior p(z) = N(0, I) and a decoder that
-gives Bernoulli logits for every pixel, the evidence lower bound of one image is
+gives the parameters of its pixel likelihood (`model.likelihood`), the evidence lower bound of one
+image is
 
     ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) = -(recon + kl)
 
-with recon = -log p(x|z) at one sample z = mu + sigma * eps (`reparameterize`) and kl in closed
-form (`gaussian_kl`). `elbo_terms` is the one place the ELBO is computed: training, evaluation, the
-CLI and every page call it. β and KL warm-up belong to the training loss only; a reported ELBO is
-always recon + KL (β = 1). Faster paths to the same numbers live in `vae_core.fast`.
+with recon = -log p(x|z) = -model.likelihood.log_prob(x, params) at one sample
+z = mu + sigma * eps (`reparameterize`) and kl in closed form (`gaussian_kl`). `elbo_terms` is the
+one place the ELBO is computed: training, evaluation, the CLI and every page call it. β and KL
+warm-up belong to the training loss only; a reported ELBO is always recon + KL (β = 1). Faster
+paths to the same numbers live in `vae_core.fast`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import Tensor
 from vae_core.model import VAE
 
 LOG_2PI = math.log(2 * math.pi)
-NLL = Callable[[Tensor, Tensor], Tensor]  # (x_logits, x) -> -log p(x|z) per image, (N,)
+NLL = Callable[[Tensor, Tensor], Tensor]  # (decoder params, x) -> -log p(x|z) per image, (N,)
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -82,11 +84,18 @@ class ElboTerms:
         return cls(recon=nll(x_logits, x), kl=kl, mu=mu, logvar=logvar, x_logits=x_logits)
 
 
-def elbo_terms(model: VAE, x: Tensor, *, sample: bool = True, nll: NLL = bernoulli_nll) -> ElboTerms:
-    """Encode x, decode one z per image (the posterior mean if sample=False), and score it."""
+def likelihood_nll(model: VAE) -> NLL:
+    """-log p(x|z) of the model's own likelihood, as an NLL function."""
+    likelihood = model.likelihood
+    return lambda params, x: -likelihood.log_prob(x, params)
+
+
+def elbo_terms(model: VAE, x: Tensor, *, sample: bool = True, nll: NLL | None = None) -> ElboTerms:
+    """Encode x, decode one z per image (the posterior mean if sample=False), and score it with `nll`,
+    by default the model's likelihood."""
     mu, logvar = model.encode(x)
     z = reparameterize(mu, logvar) if sample else mu
-    return ElboTerms.of(x, mu, logvar, model.decode(z), nll=nll)
+    return ElboTerms.of(x, mu, logvar, model.decode(z), nll=nll or likelihood_nll(model))
 
 
 def _log_weights(model: VAE, x: Tensor, mu: Tensor, logvar: Tensor, n: int, nll: NLL) -> Tensor:
@@ -103,15 +112,17 @@ def _log_weights(model: VAE, x: Tensor, mu: Tensor, logvar: Tensor, n: int, nll:
 
 
 @torch.no_grad()
-def iwae_bound(model: VAE, x: Tensor, k: int, *, max_rows: int = 20_000, nll: NLL = bernoulli_nll) -> Tensor:
+def iwae_bound(model: VAE, x: Tensor, k: int, *, max_rows: int = 20_000, nll: NLL | None = None) -> Tensor:
     """The importance-weighted bound log (1/k) sum_s p(x, z_s) / q(z_s|x) (Burda et al. 2015).
 
     A lower bound on log p(x) that equals the ELBO in expectation for k = 1 and tightens as k grows.
     Samples are decoded in chunks of at most `max_rows` images, so memory does not grow with k.
-    Returns (N,) in nats (a log-likelihood: negate it for the NLL).
+    Returns (N,) in nats (a log-likelihood: negate it for the NLL). `nll` defaults to the model's
+    likelihood.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    nll = nll or likelihood_nll(model)
     mu, logvar = model.encode(x)
     per_chunk = max(1, max_rows // x.shape[0])
     chunks = [

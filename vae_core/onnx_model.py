@@ -1,7 +1,8 @@
 """VAEs trained anywhere, as ONNX: the `vae-onnx` folder format, its checked loader and our exporter.
 
     FOLDER/encoder.onnx      input x (N, C, H, W) float32 in [0, 1] -> outputs mu, logvar (N, D)
-    FOLDER/decoder.onnx      input z (N, D) float32 -> one output, named by the likelihood (`logits`)
+    FOLDER/decoder.onnx      input z (N, D) float32 -> one output, named by the likelihood (`logits`;
+                             `params` (N, 2C, H, W) = [locations; log-scales] for `logistic`)
     FOLDER/vae.json          {"format": "vae-onnx", "version": 1, "image_shape": [C, H, W],
                               "latent_dim": D, "likelihood": "bernoulli", "dataset": NAME (optional),
                               "classes": [...] (optional), "name": ..., "description": ...}
@@ -35,7 +36,7 @@ from vae_core import budget
 from vae_core.atomic import atomic_write_bytes, atomic_write_text
 from vae_core.checkpoint import CheckpointError
 from vae_core.data import DATASETS
-from vae_core.likelihood import Bernoulli, Likelihood
+from vae_core.likelihood import Bernoulli, DiscretizedLogistic, Likelihood
 from vae_core.model import VAE, CheckpointMeta
 from vae_core.spec import DataSpec, RunSpec, VAEConfig
 
@@ -75,6 +76,10 @@ class LikelihoodFormat:
 # Extend with each likelihood of vae_core.likelihood that has a documented output layout.
 LIKELIHOODS: dict[str, LikelihoodFormat] = {
     Bernoulli.name: LikelihoodFormat("logits", Bernoulli, lambda image: image),
+    # [locations; log-scales] along the channels, on the [0, 1] scale (see DiscretizedLogistic)
+    DiscretizedLogistic.name: LikelihoodFormat(
+        "params", DiscretizedLogistic, lambda image: (2 * image[0], *image[1:])
+    ),
 }
 
 

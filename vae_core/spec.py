@@ -21,9 +21,16 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import torch
 
-from vae_core.data import BINARIZE, DATASETS
+from vae_core.data import BINARIZE, DATASETS, FOLDER, TORCHVISION_SETS
 
 ARCHITECTURES = ("mlp", "conv")
+# p(x|z): bernoulli for binary pixels, logistic (discretised, 256 levels) for 8-bit ones; each is
+# built by vae_core.likelihood.LIKELIHOODS. Those of 8-bit pixels take x = k / 255 (binarize "none").
+LIKELIHOODS = ("bernoulli", "logistic")
+EIGHT_BIT_LIKELIHOODS = ("logistic",)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 128
+OWN_SIZE = 0  # image_size and channels: 0 keeps the data's own (64 and 3 for a folder)
+FOLDER_IMAGE_SIZE, FOLDER_CHANNELS = 64, 3
 ACTIVATIONS = ("relu", "elu", "gelu", "tanh", "silu")  # built by vae_core.model.ACTIVATIONS
 # How the learning rate decays after its linear warm-up (lr_warmup_epochs, none by default):
 # constant: stays at lr; cosine and linear: from lr down to min_lr at the last epoch.
@@ -37,7 +44,8 @@ PRECISIONS = ("fp32", "bf16")
 MAX_SEED = 2**31 - 1
 DATA_DIR_HELP = (
     "folder with the dataset's IDX files (train-images-idx3-ubyte[.gz], ...); default: search "
-    "$VAE_DATA_DIR, ./data and Debian's /usr/share/datasets, then download with torchvision"
+    "$VAE_DATA_DIR, ./data and Debian's /usr/share/datasets, then download with torchvision. With "
+    "--dataset folder: the folder of images itself (DIR/<class>/*.png, ...), stored in the checkpoint"
 )
 
 
@@ -161,7 +169,11 @@ class DataSpec:
     """Which images a model is trained on, and how they become pixels in {0, 1} or [0, 1]."""
 
     name: str = option(
-        "mnist", flag="--dataset", choices=tuple(DATASETS), label="dataset", help="which dataset to train on"
+        "mnist",
+        flag="--dataset",
+        choices=(*DATASETS, *TORCHVISION_SETS, FOLDER),
+        label="dataset",
+        help="which dataset to train on (folder: the images in --data-dir)",
     )
     binarize: str = option(
         "dynamic",
@@ -169,9 +181,61 @@ class DataSpec:
         label="binarisation",
         help="dynamic: resample binary pixels every batch; none: continuous intensities",
     )
+    # For --dataset folder the folder IS the data: `train` stores --data-dir's absolute path here,
+    # so that evaluating the checkpoint rebuilds the same test split. Empty for named datasets.
+    folder: str = ""
+    image_size: int = option(
+        OWN_SIZE,
+        min=OWN_SIZE,
+        max=MAX_IMAGE_SIZE,
+        label="image size (0: the data's own)",
+        help=f"square side in pixels, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} (folder: resize the short "
+        f"side, centre-crop); 0: the data's own ({FOLDER_IMAGE_SIZE} for a folder)",
+    )
+    channels: int = option(
+        OWN_SIZE,
+        min=0,
+        max=3,
+        label="channels (0: the data's own)",
+        help=f"1 grey or 3 colour (folder only); 0: the data's own ({FOLDER_CHANNELS} for a folder)",
+    )
+    test_fraction: float = option(
+        0.1,
+        min=0.01,
+        max=0.5,
+        step=0.01,
+        label="test fraction (folder)",
+        help="share of a folder's images held out for testing when it has no train/ and test/ subfolders",
+    )
+    split_seed: int = option(
+        0, min=0, max=MAX_SEED, label="split seed (folder)", help="seed of a folder's stratified test split"
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.image_size != OWN_SIZE and not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size must be 0 (the data's own) or between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}, "
+                f"got {self.image_size}"
+            )
+        if self.channels not in (OWN_SIZE, 1, 3):
+            raise ValueError(
+                f"channels must be 0 (the data's own), 1 (grey) or 3 (colour), got {self.channels}"
+            )
+        if self.name != FOLDER and (self.image_size, self.channels) != (OWN_SIZE, OWN_SIZE):
+            raise ValueError(
+                f"image_size and channels apply to --dataset {FOLDER} only; {self.name} images keep their "
+                f"own shape: leave them at 0"
+            )
+
+    def folder_options(self) -> dict[str, Any]:
+        """The options of `vae_core.folder.import_folder` this spec asks for (a folder dataset)."""
+        return {
+            "image_size": self.image_size or FOLDER_IMAGE_SIZE,
+            "channels": self.channels or FOLDER_CHANNELS,
+            "test_fraction": self.test_fraction,
+            "seed": self.split_seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -192,6 +256,13 @@ class VAEConfig:
         help="mlp: hidden layer widths; conv: channels of each stride-2 convolution",
     )
     activation: str = option("relu", choices=ACTIVATIONS, label="activation", help="non-linearity")
+    likelihood: str = option(
+        "bernoulli",
+        choices=LIKELIHOODS,
+        label="pixel likelihood",
+        help="p(x|z): bernoulli for binary pixels; logistic, a discretised logistic for 8-bit pixels "
+        "(colour photos; needs --binarize none, reports bits/dim)",
+    )
     image_shape: tuple[int, ...] = (1, 28, 28)  # (channels, height, width): set by the data, no option
 
     def __post_init__(self) -> None:
@@ -326,6 +397,14 @@ class RunSpec:
     model: VAEConfig = VAEConfig()
     train: TrainConfig = TrainConfig()
 
+    def __post_init__(self) -> None:
+        if self.model.likelihood in EIGHT_BIT_LIKELIHOODS and self.data.binarize != "none":
+            raise ValueError(
+                f"The {self.model.likelihood} likelihood scores 8-bit pixels, but binarize is "
+                f"{self.data.binarize!r}, which makes them binary: pass --binarize none (or use "
+                f"--likelihood bernoulli)"
+            )
+
     def to_dict(self) -> dict:
         """Plain data (lists, not tuples) for JSON and checkpoints: {"data": {...}, "model": ..., ...}."""
         return _plain(asdict(self))
@@ -341,10 +420,15 @@ class RunSpec:
         return RunSpec().with_values(values)
 
     def with_values(self, values: Mapping[str, Mapping[str, Any]]) -> RunSpec:
-        """This spec with some fields changed, given as {section: {field: value}}."""
+        """This spec with some fields changed, given as {section: {field: value}}.
+
+        Choosing a likelihood of 8-bit pixels without saying how to binarise means binarize "none"
+        (8-bit pixels are k / 255, never binarised); asking for both is refused by `__post_init__`."""
         if not isinstance(values, Mapping):
             raise ValueError(f"A run spec is a mapping of sections, got {type(values).__name__}")
         _refuse_unknown("run spec", values, SECTIONS)
+        if values.get("model", {}).get("likelihood") in EIGHT_BIT_LIKELIHOODS:
+            values = {**values, "data": {"binarize": "none", **values.get("data", {})}}
         parts = {}
         for name, cls in SECTIONS.items():
             changes = values.get(name, {})

@@ -39,7 +39,7 @@ from vae_core.checkpoint import (
     safe_load,
     save_checkpoint,
 )
-from vae_core.data import ImageSet, load_images, to_float
+from vae_core.data import FOLDER, DatasetError, ImageSet, load_images, to_float
 from vae_core.device import pick_device
 from vae_core.distributed import World, join, leave
 from vae_core.evaluation import eval_inputs, summarize
@@ -47,7 +47,7 @@ from vae_core.model import VAE
 from vae_core.records import EpochRecord, Record, StepRecord, append_record, truncate_metrics
 from vae_core.spec import LR_SCHEDULES as LR_SCHEDULES  # re-exported: the options' choices
 from vae_core.spec import PRECISIONS as PRECISIONS
-from vae_core.spec import RunSpec
+from vae_core.spec import DataSpec, RunSpec
 from vae_core.spec import TrainConfig as TrainConfig
 
 Callback = Callable[[Record], None]
@@ -360,6 +360,52 @@ class _Clock:
         return rate
 
 
+@dataclass(frozen=True)
+class RunData:
+    """The two splits a run trains and tests on, and a folder's import report (None for named sets)."""
+
+    train: ImageSet
+    test: ImageSet
+    report: object | None = None  # vae_core.folder.ImportReport
+
+
+def with_folder(spec: RunSpec, data_dir: str | Path | None) -> RunSpec:
+    """For --dataset folder, the spec with --data-dir's absolute path as its data (DataSpec.folder),
+    so the checkpoint names the images it was trained on; other specs as they are."""
+    if spec.data.name != FOLDER or spec.data.folder or data_dir is None:
+        return spec
+    return spec.with_values({"data": {"folder": str(Path(data_dir).resolve())}})
+
+
+def load_data(
+    data: DataSpec, data_dir: str | Path | None = None, progress: Callable[[int, int], None] | None = None
+) -> RunData:
+    """Both splits of a spec's data: a named set (from `data_dir`, or found), or its folder (imported
+    once, `progress(done, total)` while decoding; `data.folder`, else `data_dir`)."""
+    if data.name != FOLDER:
+        return RunData(load_images(data.name, "train", data_dir), load_images(data.name, "test", data_dir))
+    from vae_core.folder import import_folder  # imported late: Pillow, only for folders
+
+    root = data.folder or data_dir
+    if root is None:
+        raise DatasetError(f"The {FOLDER} dataset needs a folder of images: pass --data-dir DIR.")
+    imported = import_folder(root, progress=progress, **data.folder_options())
+    return RunData(imported.train, imported.test, imported.report)
+
+
+def load_test(data: DataSpec, data_dir: str | Path | None = None) -> ImageSet:
+    """The test split of a spec's data (a folder's from its cache when imported before)."""
+    if data.name != FOLDER:
+        return load_images(data.name, "test", data_dir)
+    return load_data(data, data_dir).test
+
+
+def shaped_for(spec: RunSpec, images: ImageSet) -> RunSpec:
+    """The spec with the model's image_shape set from the data: (C, H, W) of its images."""
+    shape = tuple(images.images.shape[1:])
+    return spec if spec.model.image_shape == shape else spec.with_values({"model": {"image_shape": shape}})
+
+
 def fit(
     spec: RunSpec,
     out: str | Path,
@@ -382,10 +428,15 @@ def fit(
     out = Path(out)
     check_out(out, resume)
     budget.check(spec)  # before anything is built or loaded: BudgetError states the size and the limit
+    spec = with_folder(spec, data_dir)
+    if train_set is None or test_set is None:
+        data = load_data(spec.data, data_dir)
+        train_set, test_set = train_set or data.train, test_set or data.test
+    if (shaped := shaped_for(spec, train_set)) != spec:
+        spec = shaped
+        budget.check(spec)  # again for the data's own image size
     world, dev = join(pick_device(device))
     try:
-        train_set = train_set or load_images(spec.data.name, "train", data_dir)
-        test_set = test_set or load_images(spec.data.name, "test", data_dir)
         torch.manual_seed(spec.train.seed)
         trainer = _Trainer(VAE(spec.model).to(dev), spec, out, world)
         trainer.callback, trainer.on_epoch = callback, on_epoch

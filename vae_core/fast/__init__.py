@@ -35,16 +35,24 @@ def enabled() -> bool:
     return value == "1"
 
 
-def nll() -> objective.NLL:
-    """The Bernoulli NLL to score with: the fused one when the fast paths are on, else the textbook one."""
+def _bernoulli(model: VAE | None) -> bool:
+    return model is None or model.likelihood.name == "bernoulli"
+
+
+def nll(model: VAE | None = None) -> objective.NLL:
+    """The NLL to score `model` with: for Bernoulli pixels (and no model) the fused one when the fast
+    paths are on, else the textbook one; any other likelihood's own `log_prob`."""
+    if not _bernoulli(model):
+        return objective.likelihood_nll(model)
     return fused_bernoulli_nll if enabled() else objective.bernoulli_nll
 
 
 def elbo_terms(model: VAE, x: Tensor, *, sample: bool = True) -> objective.ElboTerms:
-    """`objective.elbo_terms`, with the fused NLL when the fast paths are on."""
-    return objective.elbo_terms(model, x, sample=sample, nll=nll())
+    """`objective.elbo_terms`, with the fused Bernoulli NLL when the fast paths are on."""
+    return objective.elbo_terms(model, x, sample=sample, nll=nll(model))
 
 
 def writes_out_gradient(model: VAE) -> bool:
-    """Whether a training step of `model` takes the written-out gradient (`MLPBackprop`)."""
-    return enabled() and MLPBackprop.supports(model)
+    """Whether a training step of `model` takes the written-out gradient (`MLPBackprop`): a ReLU MLP
+    with Bernoulli pixels, whose gradient at the logits it writes out."""
+    return enabled() and _bernoulli(model) and MLPBackprop.supports(model)
