@@ -63,6 +63,8 @@ def spec_widget(box: DeltaGenerator, f: FormField) -> object:
 
 def dataset_label(name: str) -> str:
     """A dataset as the form offers it: marked when its files are not on this machine."""
+    if name == "folder":  # the data folder (under Advanced) says which images
+        return "folder (your images: give the data folder)"
     return name if available(name)[0] else f"{name} (not downloaded)"
 
 

@@ -19,7 +19,8 @@ server, browser, page = base.server, base.browser, base.page  # the fixtures, sh
 pytestmark = pytest.mark.browser
 
 MAIN = "[data-testid=stMain]"
-GRID_IMAGE = "() => document.querySelector('.js-plotly-plot').layout.images[0].source"
+# null while a rerun replaces the figure
+GRID_IMAGE = "() => document.querySelector('.js-plotly-plot')?.layout?.images?.[0]?.source ?? null"
 STRIP = f"{MAIN} [data-testid=stImage] img"
 
 
@@ -32,8 +33,9 @@ def fresh_page(browser, url: str, title: str, width: int = 1400) -> Page:
 
 
 def changed(tab: Page, script: str, before: str) -> str:
-    """Wait until `script` (a JS function) returns something other than `before`; returns it."""
-    tab.wait_for_function(f"b => ({script})() !== b", arg=before, timeout=90_000)
+    """Wait until `script` (a JS function) returns something, other than `before`; returns it."""
+    tab.wait_for_function(f"b => {{ const v = ({script})(); return v !== null && v !== b; }}", arg=before,
+                          timeout=90_000)  # fmt: skip
     return tab.evaluate(script)
 
 

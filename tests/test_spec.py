@@ -211,6 +211,9 @@ def test_the_form_starts_every_run_the_cli_can(
     for f in form_fields():
         set_widget(at, f, getattr(getattr(expected, f.section), f.name))
     at.text_input(key="t_name").set_value("recipe")
+    if expected.data.name == "folder":  # the folder dataset is the data folder given under Advanced
+        (tmp_path / "images" / "a").mkdir(parents=True)
+        at.text_input(key="t_data_dir").set_value(str(tmp_path / "images"))
     next(b for b in at.button if b.label == "Start training").click()
     at.run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]

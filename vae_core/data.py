@@ -53,6 +53,7 @@ FOLDER = "folder"  # a user's folder of images, imported by vae_core.folder
 # Colour sets read only through torchvision's class: their files are pickles, which we never open
 # ourselves; torchvision checks each file's MD5 against its own list before unpickling it.
 TORCHVISION_SETS = {"cifar10": "CIFAR10"}
+TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py"}  # what torchvision unpacks under its root
 SPLITS = {"train": "train", "test": "t10k"}
 BINARIZE = ("dynamic", "none")
 
@@ -254,14 +255,36 @@ def locate(name: str, split: str, data_dir: str | Path | None = None) -> tuple[P
 def available(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
     """Whether both splits of a dataset are on this machine (nothing is downloaded), and if not, a
     message saying where they were looked for and how to provide them."""
+    if name == FOLDER:
+        if data_dir is None or not Path(data_dir).is_dir():
+            return False, (
+                "The folder dataset is a folder of your images: give it as the data folder "
+                f"(--data-dir DIR), holding DIR/<class>/*.png, *.jpg, ...; got {data_dir!r}."
+            )
+        return True, ""  # what it holds is checked, file by file, when it is imported
+    if name in TORCHVISION_SETS:
+        root = Path(data_dir) if data_dir is not None else data_root()
+        if not _torchvision_files_present(name, root):
+            return False, (
+                f"The {name} files are not in {root}: connect to the internet so torchvision can "
+                f"download them (checksummed), or pass --data-dir DIR holding torchvision's {name} files."
+            )
+        return True, ""
     if name not in DATASETS:
-        return False, f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
+        known = ", ".join([*DATASETS, *TORCHVISION_SETS, FOLDER])
+        return False, f"Unknown dataset {name!r}; choose one of {known}"
     for split in SPLITS:
         if locate(name, split, data_dir) is None:
             where = f"in {data_dir}" if data_dir else "on this machine: it has not been downloaded yet"
             head = f"The {name} {split} split is not {where}."
             return False, _missing_message(name, split, candidate_dirs(name, data_dir), head)
     return True, ""
+
+
+def _torchvision_files_present(name: str, root: Path) -> bool:
+    """Whether torchvision's own folder for a dataset exists under root (its checksums are checked
+    when it is loaded, not here)."""
+    return (root / TORCHVISION_FOLDERS[name]).is_dir()
 
 
 def load_images(
