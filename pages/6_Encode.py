@@ -3,19 +3,13 @@ its posterior on the latent map, decodes of posterior samples, its nearest test 
 
 import numpy as np
 import streamlit as st
-from streamlit_drawable_canvas import st_canvas
 
 from explorer import figures, loaders, meta, state, widgets
 from vae_core import ImageError
 from vae_core import explore as ex
 from vae_core import projection as pj
-from vae_core.preprocess import MAX_FILE_BYTES
 
 INPUTS = ("draw", "upload")
-CANVAS = 280  # px: 10 canvas pixels per MNIST pixel
-# A digit drawn ~200 px tall is scaled to MNIST's 20-px box: a 20-px brush becomes a 2-px pen stroke.
-BRUSH = 20
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
 SAMPLES, NEIGHBOURS = 16, 8
 RESULTS_MIN_WIDTH = 400  # px: three pictures and the metrics side by side need about this much
 SLIDERS, INTERPOLATE = "pages/2_Sliders.py", "pages/3_Interpolate.py"
@@ -38,25 +32,8 @@ def digit_input() -> tuple[bytes | None, str]:
     )
     state.to_url(input=how)
     if how == "draw":
-        st.caption("Draw one digit, large, with the mouse (or a finger); the toolbar undoes or clears.")
-        drawing = st_canvas(
-            stroke_width=BRUSH,
-            stroke_color="#ffffff",
-            background_color="#000000",
-            width=CANVAS,
-            height=CANVAS,
-            return_image_data=True,
-            key="canvas",
-        )
-        drawn = bool(drawing.json_data and drawing.json_data.get("objects"))
-        return (drawing.image_bytes if drawn else None), "your drawing"
-    upload = st.file_uploader(
-        "A picture of one digit (light on dark or dark on light)",
-        type=UPLOAD_TYPES,
-        max_upload_size=round(MAX_FILE_BYTES / 1e6),
-        key="upload",
-    )
-    return (upload.getvalue() if upload else None), (upload.name if upload else "")
+        return widgets.drawing("canvas"), "your drawing"
+    return widgets.upload("upload")
 
 
 def pictures(data: bytes, name: str, x: object) -> None:
@@ -196,7 +173,7 @@ st.html(
     f"{{ min-width: min({RESULTS_MIN_WIDTH}px, 100%); }}</style>"
 )
 row = st.container(horizontal=True, gap="large")
-source, top = row.container(width=CANVAS), row.container(key="encode_results")
+source, top = row.container(width=widgets.CANVAS), row.container(key="encode_results")
 with source:
     data, name = digit_input()
 digit = None
