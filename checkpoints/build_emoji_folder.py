@@ -76,8 +76,12 @@ def main() -> None:
     out = parser.parse_args().out
     if out.exists() and any(out.iterdir()):
         parser.error(f"{out} is not empty; remove it or choose another folder")
-    with tempfile.TemporaryDirectory() as tmp:
-        counts = arrange(fetch_tarball(Path(tmp)), out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=out.parent) as partial:
+        counts = arrange(fetch_tarball(Path(tmp)), Path(partial) / "images")
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        (Path(partial) / "images").rename(out)  # whole or not at all: a failed build leaves no folder
     for category, n in counts.items():
         print(f"{n:5d}  {category}")
     print(f"{sum(counts.values()):5d}  images in {len(counts)} classes under {out}")

@@ -16,23 +16,28 @@ HERE = Path(__file__).resolve().parent
 def row(path: Path) -> str:
     model = load_checkpoint(path)
     c, m, spec = model.config, model.meta.metrics, model.meta.spec
-    nll = f"{m['nll']:.2f} (k={m['nll_k']})" if "nll" in m else "–"
+    on = f", first {m['nll_n']}" if "nll_n" in m else ""
+    nll = f"{m['nll']:.2f} (k={m['nll_k']}{on})" if "nll" in m else "–"
+    bits = f"{m['bits_per_dim']:.3f}" if "bits_per_dim" in m else "–"
+    shape = "×".join(map(str, c.image_shape))
     hidden = "-".join(map(str, c.hidden))
     return (
-        f"| `{path.name}` | {model.meta.dataset} | {c.arch} {hidden} {c.activation} | {c.latent_dim} "
+        f"| `{path.name}` | {model.meta.dataset} ({shape}, {m['n_images']} test) | {c.arch} {hidden} {c.activation} | {c.latent_dim} "
         f"| {model.meta.epoch} | {m.get('device', '?')}, {m.get('wall_time', 0) / 60:.0f} min "
-        f"| {m['elbo']:.2f} ({m['recon']:.2f} + {m['kl']:.2f}) | {nll} "
+        f"| {m['elbo']:.2f} ({m['recon']:.2f} + {m['kl']:.2f}) | {nll} | {bits} "
         f"| {m['active_units']}/{c.latent_dim} "
-        f"| {spec.data.binarize}, β={spec.train.beta}, lr {spec.train.lr:g} {spec.train.lr_schedule} |"
+        f"| {c.likelihood}, {spec.data.binarize}, β={spec.train.beta}, lr {spec.train.lr:g} "
+        f"{spec.train.lr_schedule} |"
     )
 
 
 def main() -> None:
     print(
         "| model | dataset | architecture | latent dim | epochs | device, wall time "
-        "| test ELBO (recon + KL), nats | NLL, nats | active units | training |"
+        "| test ELBO (recon + KL), nats | NLL, nats | bits/dim | active units "
+        "| likelihood, binarisation, training |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path in list_checkpoints(HERE):
         print(row(path))
     for path in list_checkpoints(HERE):

@@ -105,6 +105,13 @@ def test_train_then_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixture)
 
     assert load_checkpoint(out).meta.metrics["nll"] == metrics["nll"]
 
+    # --nll-n: the NLL on the first 10 images only, the ELBO still on all 64.
+    assert main(["evaluate", str(out), "--data-dir", str(data), "--k", "20", "--nll-n", "10", "--json"]) == 0
+    part = json.loads(capsys.readouterr().out)
+    assert part["n_images"] == 64 and part["nll_n"] == 10 and part["elbo"] == metrics["elbo"]
+    assert main(["evaluate", str(out), "--data-dir", str(data), "--k", "20", "--n", "10", "--json"]) == 0
+    assert part["nll"] == json.loads(capsys.readouterr().out)["nll"]  # the same seeded draws
+
 
 def test_resume_extends_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--resume with a larger --epochs continues from the stored epoch with the stored settings,

@@ -66,6 +66,13 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "--k", type=int, default=5000, help=f"importance samples for the NLL (0 skips it; at most {MAX_K})"
     )
     p.add_argument("--n", type=int, default=None, help="evaluate only the first N test images (at least 1)")
+    p.add_argument(
+        "--nll-n",
+        type=int,
+        default=None,
+        metavar="M",
+        help="score the NLL on the first M of them only (the ELBO still on all): for dear decoders",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     p.add_argument(
@@ -270,12 +277,14 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"k must be between 0 and {MAX_K}, got {args.k}")
     if args.n is not None and args.n < 1:
         raise ValueError(f"n must be at least 1, got {args.n}")
+    if args.nll_n is not None and args.nll_n < 1:
+        raise ValueError(f"nll-n must be at least 1, got {args.nll_n}")
     model = load_checkpoint(args.checkpoint, device=pick_device(args.device))
     test = load_test(model.meta.spec.data, args.data_dir)
     x = eval_inputs(test, model.meta.spec.data.binarize)[: args.n]
     if args.gaps:
         return _print_gaps(args, model, x[: args.n or GAPS_IMAGES])
-    metrics = summarize(model, x, k=args.k, progress=not args.json)
+    metrics = summarize(model, x, k=args.k, nll_n=args.nll_n, progress=not args.json)
     bad = [
         name
         for name in ("elbo", "recon", "kl", "nll")
@@ -309,7 +318,8 @@ def format_report(name: str, dataset: str, m: dict) -> str:
         f"  ELBO        {m['elbo']:9.2f} nats/image  (recon {m['recon']:.2f} + KL {m['kl']:.2f})",
     ]
     if "nll" in m:
-        lines.append(f"  NLL (k={m['nll_k']}) {m['nll']:8.2f} nats/image")
+        on = f", first {m['nll_n']} images" if "nll_n" in m else ""
+        lines.append(f"  NLL (k={m['nll_k']}{on}) {m['nll']:8.2f} nats/image")
     if "bits_per_dim" in m:
         lines.append(f"  bits/dim    {m['bits_per_dim']:9.3f}  (from the {m['bits_per_dim_from'].upper()})")
     lines.append(f"  active units {m['active_units']} of {len(m['kl_per_dim'])}")

@@ -92,9 +92,20 @@ def log_likelihood(
     return torch.cat(out)
 
 
-def summarize(model: VAE, x: Tensor, *, k: int = 0, progress: bool = False, check: bool = True) -> dict:
+def summarize(
+    model: VAE,
+    x: Tensor,
+    *,
+    k: int = 0,
+    nll_n: int | None = None,
+    progress: bool = False,
+    check: bool = True,
+) -> dict:
     """The metrics a checkpoint carries: test ELBO (recon + KL), KL per dim, active units, NLL (k > 0)
-    and, with `check`, the seeded fingerprint that ties a model card to its weights."""
+    and, with `check`, the seeded fingerprint that ties a model card to its weights.
+
+    `nll_n` scores the NLL on the first nll_n images only (stored as `nll_n`), for models whose k
+    decodes per image are too dear for the whole test set; the ELBO still covers every image."""
     scores = score(model, x)
     per_dim = kl_per_dim(scores)
     metrics = {
@@ -106,8 +117,10 @@ def summarize(model: VAE, x: Tensor, *, k: int = 0, progress: bool = False, chec
         "active_units": int(active_units(scores).sum()),
     }
     if k > 0:
-        metrics["nll"] = -log_likelihood(model, x, k, progress=progress).mean().item()
+        metrics["nll"] = -log_likelihood(model, x[:nll_n], k, progress=progress).mean().item()
         metrics["nll_k"] = k
+        if nll_n is not None and nll_n < len(x):
+            metrics["nll_n"] = nll_n
     if model.likelihood.bits_per_dim_applies:
         source = "nll" if k > 0 else "elbo"
         nats = metrics["nll"] if k > 0 else -metrics["elbo"]
