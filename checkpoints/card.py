@@ -22,7 +22,8 @@ def row(path: Path) -> str:
     shape = "×".join(map(str, c.image_shape))
     hidden = "-".join(map(str, c.hidden))
     return (
-        f"| `{path.name}` | {model.meta.dataset} ({shape}, {m['n_images']} test) | {c.arch} {hidden} {c.activation} | {c.latent_dim} "
+        f"| `{path.name}` | {model.meta.dataset} ({shape}, {m['n_images']} test) "
+        f"| {c.arch} {hidden} {c.activation} | {c.latent_dim} "
         f"| {model.meta.epoch} | {m.get('device', '?')}, {m.get('wall_time', 0) / 60:.0f} min "
         f"| {m['elbo']:.2f} ({m['recon']:.2f} + {m['kl']:.2f}) | {nll} | {bits} "
         f"| {m['active_units']}/{c.latent_dim} "
