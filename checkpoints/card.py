@@ -20,9 +20,10 @@ def row(path: Path) -> str:
     nll = f"{m['nll']:.2f} (k={m['nll_k']}{on})" if "nll" in m else "–"
     bits = f"{m['bits_per_dim']:.3f}" if "bits_per_dim" in m else "–"
     shape = "×".join(map(str, c.image_shape))
+    data = f"folder `{spec.data.folder}`" if spec.data.folder else model.meta.dataset
     hidden = "-".join(map(str, c.hidden))
     return (
-        f"| `{path.name}` | {model.meta.dataset} ({shape}, {m['n_images']} test) "
+        f"| `{path.name}` | {data} ({shape}, {m['n_images']} test) "
         f"| {c.arch} {hidden} {c.activation} | {c.latent_dim} "
         f"| {model.meta.epoch} | {m.get('device', '?')}, {m.get('wall_time', 0) / 60:.0f} min "
         f"| {m['elbo']:.2f} ({m['recon']:.2f} + {m['kl']:.2f}) | {nll} | {bits} "
