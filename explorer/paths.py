@@ -122,7 +122,7 @@ def checkpoint_options(opened: Sequence[str] = ()) -> list[str]:
     """Shipped, trained and imported checkpoints, plus the one asked for at start and those `opened`
     by path in this session, wherever they live."""
     roots = (PROJECT_ROOT / "checkpoints", runs_dir(), imported_dir())
-    options = [shown(p) for p in list_checkpoints(*roots)]
+    options = [shown(p) for p in list_checkpoints(*roots) if not p.name.startswith(".")]  # not unpacking
     extra = [name for name in dict.fromkeys([startup().checkpoint, *opened]) if name]
     return options + [name for name in extra if name not in options]
 
