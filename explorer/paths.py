@@ -81,15 +81,18 @@ def _startup(argv: tuple[str, ...], env_checkpoint: str | None) -> Startup:
     return Startup(checkpoint, data_dir, tuple(problems))
 
 
+_WHAT_TO_OPEN = "give a checkpoint folder, its model.pt, or an ONNX model folder"
+
+
 def _checked_checkpoint(wanted: str, origin: str) -> tuple[str | None, str | None]:
     """A checkpoint folder (or its model file) as the picker shows it, or None and why not."""
     folder = Path(wanted).parent if Path(wanted).suffix == ".pt" else Path(wanted)
     try:
         folder = folder.resolve(strict=True)
         if not (folder / MODEL_FILE).is_file() and not is_onnx_folder(folder):
-            return None, f"{origin} {wanted!r} holds no {MODEL_FILE}: give a checkpoint folder."
+            return None, f"{origin} {wanted!r} holds no {MODEL_FILE} or {om.MANIFEST_FILE}: {_WHAT_TO_OPEN}."
     except (OSError, RuntimeError) as e:  # missing, unreadable, or a symlink loop
-        return None, f"{origin} {wanted!r} cannot be opened ({_reason(e)}): give a checkpoint folder."
+        return None, f"{origin} {wanted!r} cannot be opened ({_reason(e)}): {_WHAT_TO_OPEN}."
     return shown(folder), None
 
 
@@ -176,11 +179,8 @@ def open_path(wanted: str) -> str:
     ValueError with the reason if it is none of these (whether it loads is checked by loading it)."""
     name, problem = _checked_checkpoint(wanted.strip(), "The path")
     if problem:
-        raise ValueError(problem.replace("give a checkpoint folder", _WHAT_TO_OPEN))
+        raise ValueError(problem)
     return name  # type: ignore[return-value]
-
-
-_WHAT_TO_OPEN = "give a checkpoint folder, its model.pt, or an ONNX model folder"
 
 
 def open_model_zip(data: bytes, file_name: str) -> str:
