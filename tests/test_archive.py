@@ -104,7 +104,7 @@ def test_the_streamed_bytes_are_counted_whatever_the_header_says(
     """With the header checks disabled, the byte counter still stops a 1 GiB bomb at the limit,
     quickly and in bounded memory."""
     monkeypatch.setattr(archive, "_check_declared_size", lambda info, limits: None)
-    monkeypatch.setattr(archive, "check_declared_total", lambda entries, limits: None)
+    monkeypatch.setattr(archive, "_check_declared_total", lambda entries, limits: None)
     data, crc = zeros_deflated(1024)
     limits = Limits(max_files=10, max_total_bytes=4 * 2**20, max_ratio=10**9)
     tracemalloc.start()

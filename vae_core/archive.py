@@ -91,7 +91,7 @@ def unpack_zip(data: bytes, dest: str | Path, limits: Limits) -> Unpacked:
     if dest.exists() or dest.is_symlink():
         raise ArchiveError(f"{dest} already exists: unpack into a new folder")
     with _open(data) as archive:
-        entries, skipped = plan(archive.infolist(), limits)
+        entries, skipped = _plan(archive.infolist(), limits)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
         try:
             _write_all(archive, entries, tmp, limits)
@@ -115,13 +115,13 @@ def _open(data: bytes) -> zipfile.ZipFile:
 # ---------------------------------------------------------------- checking the entries
 
 
-def plan(infos: list[zipfile.ZipInfo], limits: Limits) -> tuple[list[_Entry], list[tuple[str, str]]]:
+def _plan(infos: list[zipfile.ZipInfo], limits: Limits) -> tuple[list[_Entry], list[tuple[str, str]]]:
     """The entries to write and those skipped, every header checked; ArchiveError on the first refused."""
     if len(infos) > limits.max_files:
         raise ArchiveError(f"The zip holds {len(infos):,} entries; at most {limits.max_files:,} are accepted")
     entries, skipped = [], []
     for info in infos:
-        parts = check_name(info)
+        parts = _check_name(info)
         if info.is_dir():
             continue  # folders are made for the files inside them
         _check_kind(info)
@@ -136,11 +136,11 @@ def plan(infos: list[zipfile.ZipInfo], limits: Limits) -> tuple[list[_Entry], li
         entries.append(_Entry(info, PurePosixPath(*parts)))
     entries = _stripped(entries) if limits.strip_top else entries
     _check_unique(entries)
-    check_declared_total(entries, limits)
+    _check_declared_total(entries, limits)
     return entries, skipped
 
 
-def check_name(info: zipfile.ZipInfo) -> tuple[str, ...]:
+def _check_name(info: zipfile.ZipInfo) -> tuple[str, ...]:
     """The entry's name as path parts, each a SAFE_NAME; ArchiveError naming what is wrong."""
     raw = info.orig_filename  # zipfile cuts names at a NUL byte; the original keeps it
     shown = repr(raw)
@@ -165,7 +165,7 @@ def _check_part(part: str, shown: str) -> None:
     if not part or part == ".":
         raise ArchiveError(f"The zip entry {shown} has an empty or '.' part: refused")
     if part.startswith(".") or part == HIDDEN:
-        return  # hidden: skipped by plan (".." was refused before)
+        return  # hidden: skipped by _plan (".." was refused before)
     odd = any(unicodedata.category(c).startswith("C") for c in part) or not SAFE_NAME.fullmatch(part)
     if odd or len(part) > MAX_PART_CHARS:
         raise ArchiveError(
@@ -205,7 +205,7 @@ def _check_ratio(info: zipfile.ZipInfo, size: int, limits: Limits) -> None:
         )
 
 
-def check_declared_total(entries: list[_Entry], limits: Limits) -> None:
+def _check_declared_total(entries: list[_Entry], limits: Limits) -> None:
     """The sizes the headers declare, in all, within the limit."""
     total = sum(e.info.file_size for e in entries)
     if total > limits.max_total_bytes:
