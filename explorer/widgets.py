@@ -46,16 +46,92 @@ def pick_checkpoint() -> Checkpoint:
     startup = paths.startup()
     for problem in startup.problems:
         st.warning(state.plain(problem), icon=":material/folder_off:")
-    options = paths.checkpoint_options()
+    options = paths.checkpoint_options(opened_models())
     if not options:
         st.error(
             "No checkpoints found under checkpoints/ or runs/. Train one: python -m vae_core train --help"
         )
+        open_model()
         st.stop()
     current = state.current_checkpoint(options, startup.checkpoint, paths.DEFAULT_CHECKPOINT)
     state.use_checkpoint(current)
     st.selectbox("Checkpoint", options, key=state.PICKER, on_change=state.on_pick)
+    open_model()
     return checkpoint(current)
+
+
+OPENED = "opened_models"  # session state: the models opened by path, as the picker shows them
+OPEN_PATH, OPEN_ZIP, OPEN_MESSAGE = "open_path", "open_zip", "open_message"
+
+
+def opened_models() -> list[str]:
+    """The models opened by server path in this session (an uploaded one lives in the runs folder)."""
+    return st.session_state.setdefault(OPENED, [])
+
+
+def upload_limit_mb() -> int:
+    """The largest upload this server accepts, in MB: `server.maxUploadSize` (.streamlit/config.toml)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def open_model() -> None:
+    """The sidebar's "Open a model": a checkpoint or ONNX folder by server path, or an uploaded zip of
+    an ONNX model; either is checked by loading it, then listed by the picker and selected."""
+    limit = upload_limit_mb()
+    with st.expander("Open a model", icon=":material/upload_file:"):
+        st.text_input(
+            "server path",
+            key=OPEN_PATH,
+            placeholder="/path/to/folder",
+            help="a checkpoint folder, its model.pt, or an ONNX model folder on this server; Enter opens it",
+            on_change=_open_by_path,
+        )
+        st.file_uploader(
+            "or a zip of an ONNX model",
+            type=["zip"],
+            key=OPEN_ZIP,
+            max_upload_size=limit,
+            help=f"encoder.onnx, decoder.onnx and vae.json (at the top of the zip or in one folder), up to "
+            f"{limit} MB (the server's maxUploadSize); it is unpacked under "
+            f"{paths.shown(paths.imported_dir())}/ and checked before use",
+            on_change=_open_by_upload,
+        )
+    if said := st.session_state.pop(OPEN_MESSAGE, None):
+        kind, text = said
+        (st.success if kind == "success" else st.error)(plain(text))
+
+
+def _open_by_path() -> None:
+    """Callback of the path box: check and load the model, then select it; or say why not."""
+    wanted = st.session_state[OPEN_PATH].strip()
+    if not wanted:
+        return
+    try:
+        name = paths.open_path(wanted)
+        _use_opened(name)
+    except (ValueError, OSError) as e:  # CheckpointError is a ValueError
+        st.session_state[OPEN_MESSAGE] = ("error", f"Cannot open {wanted}: {e}")
+        return
+    if name not in paths.checkpoint_options():
+        opened_models().append(name)
+
+
+def _open_by_upload() -> None:
+    """Callback of the uploader: unpack, check and select the zipped ONNX model; or say why not."""
+    upload = st.session_state[OPEN_ZIP]
+    if upload is None:
+        return
+    try:
+        _use_opened(paths.open_model_zip(upload.getvalue(), upload.name))
+    except (ValueError, OSError) as e:  # ArchiveError and CheckpointError are ValueErrors
+        st.session_state[OPEN_MESSAGE] = ("error", f"Cannot open {upload.name}: {e}")
+
+
+def _use_opened(name: str) -> None:
+    """Load an opened model (raising if it does not load), then make it the session's checkpoint."""
+    loaders.model(Checkpoint(name, loaders.folder_mtime(paths.resolve(name))))
+    st.session_state[state.CHECKPOINT] = st.query_params["ckpt"] = name
+    st.session_state[OPEN_MESSAGE] = ("success", f"Opened {name}.")
 
 
 def checkpoint(name: str) -> Checkpoint:

@@ -15,16 +15,19 @@ from streamlit.delta_generator import DeltaGenerator
 
 from explorer import figures, paths, widgets
 from vae_core import DATASETS, DatasetError, jobs, load_images, timelapse
-from vae_core.data import available
+from vae_core.data import FOLDER, available
+from vae_core.folder import IMAGE_SUFFIXES, ImportReport, import_folder
 from vae_core.jobs import Evaluation, Run, RunError, Status
 from vae_core.presets import resolve
 from vae_core.records import EpochRecord, Record, StepRecord, read_metrics
 from vae_core.spec import FormField, RunSpec, form_fields, parse_ints
+from vae_core.training import with_folder
 
 REFRESH_S = float(os.environ.get("VAE_TRAIN_REFRESH_S", "2"))  # how often a training run is re-read
 MORE_EPOCHS = 10  # a finished run offers to train this many epochs further
 CONTROL_COLUMNS = [1, 2, 2]  # a run's controls: a number, its button, room
 MISSING = "t_missing"  # (dataset, why, from an explicit folder) of the last Start refused for want of data
+REPORT = "t_report"  # (run name, summary) of the folder imported for the last run started
 BADGES = {
     Status.RUNNING: "blue",
     Status.FINISHED: "green",
@@ -105,29 +108,84 @@ def new_run_form() -> None:
             data_dir = st.text_input(
                 "data folder",
                 key="t_data_dir",
-                help="a folder of the dataset's IDX "
-                "files; empty: look it up ($VAE_DATA_DIR, data/, download)",
+                help="a folder on this server: the dataset's IDX files, or for the folder dataset your "
+                "images (DIR/<class>/*.png, ...); empty: look the dataset up ($VAE_DATA_DIR, data/, "
+                "download)",
+            )
+            limit = widgets.upload_limit_mb()
+            data_zip = st.file_uploader(
+                "or a zip of images (folder dataset)",
+                type=["zip"],
+                key="t_data_zip",
+                max_upload_size=limit,
+                help=f"<class>/*.png, ... (or images at its top; in one folder is fine), up to {limit} MB "
+                f"(the server's maxUploadSize); unpacked under {paths.shown(paths.uploads_dir())}/, image "
+                f"files only ({' '.join(IMAGE_SUFFIXES)}), and used as the data folder",
             )
             device = st.selectbox("device", ["auto", "cpu", "cuda", "mps"], key="t_device")
         if not st.form_submit_button("Start training", type="primary"):
             return
     try:
-        spec, folder = read_form(values), data_dir.strip() or None
+        spec = read_form(values)
         jobs.validate_run_name(name)  # a bad name or data folder is said before missing data
+        folder = data_folder(spec, data_dir, data_zip)
         jobs.app_runtime(folder)
         ready, why = available(spec.data.name, folder)
         st.session_state[MISSING] = None if ready else (spec.data.name, why, folder is not None)
         if not ready:
             return
+        if spec.data.name == FOLDER:
+            spec = with_folder(spec, folder)  # the job names the images it trains on
+            st.session_state[REPORT] = (name.strip(), import_images(spec).summary())
         started = jobs.start_run(name, spec, data_dir=folder, device=device)
-    except ValueError as e:  # RunError and the spec's own checks
+    except (ValueError, DatasetError) as e:  # RunError, ArchiveError, the spec's checks, an empty folder
         st.error(widgets.plain(e))
         return
     except OSError as e:
-        st.error(widgets.plain(f"Could not create the run folder in {jobs.runs_dir()}: {e}"))
+        st.error(widgets.plain(f"Could not write in {jobs.runs_dir()}: {e}"))
         return
     st.session_state["t_run"] = started.name
     st.toast(widgets.plain(f"Started {started.name}"))
+
+
+def data_folder(spec: RunSpec, typed: str, upload) -> str | None:
+    """The run's data folder: the path typed, or the uploaded zip of images unpacked under the runs
+    folder's uploads/ (a note says which entries were skipped); ValueError when both or misplaced."""
+    if upload is None:
+        return typed.strip() or None
+    if spec.data.name != FOLDER:
+        raise ValueError(f"A zip of images is for the {FOLDER} dataset: choose it, or remove the zip.")
+    if typed.strip():
+        raise ValueError("Give the data folder as a path or as a zip, not both: clear one of them.")
+    unpacked = paths.unpack_images_zip(upload.getvalue(), upload.name)
+    if unpacked.skipped:
+        names = ", ".join(name for name, _ in unpacked.skipped[:3])
+        st.info(widgets.plain(f"Skipped {len(unpacked.skipped)} entries of {upload.name} that are not images "
+                              f"({names}{', …' * (len(unpacked.skipped) > 3)})."))  # fmt: skip
+    return str(unpacked.folder)
+
+
+def import_images(spec: RunSpec) -> ImportReport:
+    """Import the spec's folder here, with a progress bar, so the report shows before the run starts;
+    the trainer then reads the same cache instead of decoding again. DatasetError if nothing imports."""
+    bar = st.progress(0.0, text="Importing images…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Importing images: {done} of {total}")
+
+    try:
+        return import_folder(spec.data.folder, progress=progress, **spec.data.folder_options()).report
+    finally:
+        bar.empty()
+
+
+def import_report() -> None:
+    """The import report of the folder the last run started here trains on."""
+    if not st.session_state.get(REPORT):
+        return
+    name, summary = st.session_state[REPORT]
+    with st.expander(f"import report of {name}: {summary.splitlines()[0]}"):
+        st.code(summary, language=None, wrap_lines=True)
 
 
 def missing_data() -> None:
@@ -332,7 +390,7 @@ def timelapse_view(run: Run) -> None:
         fig = figures.latent_map(
             points=snap.points,
             labels=snap.labels,
-            classes=DATASETS[run.spec.data.name].classes,
+            classes=DATASETS[run.spec.data.name].classes if run.spec.data.name in DATASETS else (),
             titles=snap.axis_titles,
         )
         fig.update_layout(height=440)
@@ -393,6 +451,7 @@ def follow(name: str) -> None:
 
 new_run_form()
 missing_data()
+import_report()
 st.divider()
 st.subheader("Runs")
 try:

@@ -16,7 +16,8 @@ Loading runs no code from the files. Everything is checked before a session exis
 the manifest's keys and sizes (against the memory budget), the protobuf's integrity, that every
 operator is a standard ONNX one (no custom-op domains; no custom-op library is ever registered), that
 no tensor keeps its data in an external file (the path-traversal class of ONNX bugs), and that the
-graphs' input and output names, dtypes and shapes are the manifest's. Only then is the checked
+graphs' input and output names, dtypes and shapes are the manifest's, and that every weight is
+finite (a NaN or inf weight would decode NaN images). Only then is the checked
 ModelProto (not the file again) handed to onnxruntime's CPU provider (CUDA where it is available).
 """
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -58,6 +60,7 @@ OPSET = 18  # what our exporter writes
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 FLOAT = 1  # onnx.TensorProto.FLOAT
 EXTERNAL = 1  # onnx.TensorProto.EXTERNAL
+FLOATING = frozenset({1, 10, 11, 16})  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 MANIFEST_KEYS = frozenset(
     {"format", "version", "image_shape", "latent_dim", "likelihood", "dataset", "classes", "name"}
     | {"description", "binarize"}
@@ -308,6 +311,28 @@ def _check_inline(file: Path, tensor: Any) -> None:
         )
 
 
+def check_finite(file: Path, proto: Any) -> None:
+    """Refuse weights (initializers, constants, in subgraphs and functions too) holding NaN or inf.
+
+    Each tensor is read from the checked file's own bytes, so its size is bounded by MAX_ONNX_BYTES."""
+    from onnx import numpy_helper
+
+    functions = (t for f in proto.functions for node in f.node for t in _node_tensors(node))
+    for tensor in [*_graph_tensors(proto.graph), *functions]:
+        if tensor.data_type not in FLOATING:
+            continue
+        values = numpy_helper.to_array(tensor)
+        values = values if values.dtype.kind == "f" else values.astype(np.float32)  # bfloat16: ml_dtypes
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise CheckpointError(
+                f"{file}: the tensor {tensor.name or '(unnamed)'} holds {bad:,} NaN or infinite values (of "
+                f"{values.size:,}); a model with non-finite weights decodes NaN images: retrain or re-export "
+                f"it",
+                file,
+            )
+
+
 def parse_graph(file: Path) -> Any:
     """The ModelProto of a graph file, checked safe and well-formed; nothing of it runs."""
     import onnx
@@ -325,6 +350,7 @@ def parse_graph(file: Path) -> Any:
     if not proto.HasField("graph") or not proto.graph.output:
         raise CheckpointError(f"{file} is not an ONNX model (it holds no graph with outputs)", file)
     check_safe(file, proto)
+    check_finite(file, proto)
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, RuntimeError, ValueError) as e:
