@@ -167,7 +167,8 @@ class Subject:
 def subject(name: str, checkpoint: str) -> Subject:
     """A model loaded as the app loads it, its test set encoded under a 2-D grid, its pages opened."""
     folder = Path(checkpoint).resolve()
-    model = loaders.model(Checkpoint(paths.shown(folder), loaders.folder_mtime(folder)))  # the pages' own
+    shown = paths.shown(folder)  # as the picker and the deep link name it
+    model = loaders.model(Checkpoint(shown, loaders.folder_mtime(folder)))  # the pages' own copy
     s = Subject(name, model)
     if model.config.latent_dim == 2:
         try:
@@ -177,8 +178,8 @@ def subject(name: str, checkpoint: str) -> Subject:
         except DatasetError:
             print(f"(no test set for {name}: its grid is timed without the encoded test set)")
     s.pages = {
-        "sliders": open_page(checkpoint, "pages/2_Sliders.py"),
-        "grid": open_page(checkpoint, "pages/1_Latent_grid.py"),
+        "sliders": open_page(shown, "pages/2_Sliders.py"),
+        "grid": open_page(shown, "pages/1_Latent_grid.py"),
     }
     return s
 
