@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -290,6 +291,25 @@ def grid_png(images: np.ndarray, *, scale: int = 1) -> bytes:
     """A decoded grid (rows, cols, H, W) as one tiled PNG."""
     rows, cols = images.shape[:2]
     return png(images.reshape(rows * cols, *images.shape[2:]), cols, scale=scale)
+
+
+GRID_SIDES = (2, 15, 30)  # a latent grid's cells per side: fewest, default, most (for 28x28 grey images)
+GRID_VALUES = GRID_SIDES[2] ** 2 * 28 * 28  # pixel values decoded by the largest grid of 28x28 grey images
+
+
+def max_grid_side(image_shape: tuple[int, ...]) -> int:
+    """The most cells per side of a latent grid of these images: at most as many pixel values as the
+    largest 28x28 grey grid, 7 a side for 64x64 colour. The decode and the PNG grow with the cells, and
+    a larger colour grid is shrunk by the browser to the figure's 640 pixels anyway."""
+    side = math.isqrt(GRID_VALUES // math.prod(image_shape))
+    return max(GRID_SIDES[0] + 1, min(GRID_SIDES[2], side))  # a slider needs two values at least
+
+
+def grid_side(image_shape: tuple[int, ...]) -> int:
+    """The grid-size slider, up to `max_grid_side` for the model's images."""
+    high = max_grid_side(image_shape)
+    default = min(GRID_SIDES[1], high)
+    return state.slider("grid size (cells per side)", GRID_SIDES[0], high, key="n", default=default)
 
 
 INLINE_BYTES = 8192  # a PNG up to this size travels in the page's message itself, as a data URI

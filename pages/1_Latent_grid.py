@@ -32,7 +32,7 @@ def slice_controls() -> tuple[tuple[int, int], object]:
 def grid_view() -> None:
     controls, view = st.columns([1, 3])
     with controls:
-        n = state.slider("grid size (cells per side)", 2, 30, key="n", default=15)
+        n = widgets.grid_side(model.config.image_shape)
         spacing = state.choice(
             st.radio,
             "spacing",
