@@ -30,13 +30,14 @@ import streamlit as st
 from explorer import meta, paths
 from explorer.paths import Checkpoint
 from explorer.state import Z_RANGE
-from vae_core import DATASETS, VAE, CheckpointError, load_checkpoint, load_images, preprocess_image
+from vae_core import DATASETS, VAE, CheckpointError, load_checkpoint, load_images
 from vae_core import explore as ex
 from vae_core import gaps as gp
 from vae_core import onnx_model as om
 from vae_core import projection as pj
 from vae_core.checkpoint import MODEL_FILE, read_spec
 from vae_core.data import data_root
+from vae_core.preprocess import preprocess
 
 if TYPE_CHECKING:
     import torch
@@ -159,10 +160,10 @@ def model_inputs(ck: Checkpoint, test: TestSet, indices: np.ndarray | list[int])
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def preprocessed(data: bytes) -> torch.Tensor:
-    """The (1, 1, 28, 28) image the model sees of an uploaded or drawn picture; raises ImageError
-    (not cached) for unusable input."""
-    return preprocess_image(data)
+def preprocessed(data: bytes, image_shape: tuple[int, ...], dataset: str) -> torch.Tensor:
+    """The (1, C, H, W) image a model of this shape and dataset sees of an uploaded or drawn picture
+    (`vae_core.preprocess.preprocess`); raises ImageError (not cached) for unusable input."""
+    return preprocess(data, tuple(image_shape), dataset)
 
 
 # ---------------------------------------------------------------- per-image scores: one cache for every page
