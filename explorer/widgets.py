@@ -101,7 +101,7 @@ def test_set(model: VAE) -> loaders.TestSet | None:
     """The test split of the model's dataset, or None after telling the user how to provide it."""
     name = meta.dataset(model)
     try:
-        return loaders.test_set(name)
+        return loaders.test_set(meta.data_key(model))
     except DatasetError as e:
         st.warning(
             f"Parts of this page need the {name} test set. {e}\n\n"
