@@ -117,7 +117,7 @@ def _test_arrays(name: str, where: Where) -> tuple[np.ndarray, np.ndarray, tuple
     """One read-only copy per server (st.cache_data would unpickle its 8 MB on every rerun), and the
     class names."""
     test = _split(name, "test", where[0])
-    return (*_read_only(np.asarray(test.images), np.asarray(test.labels)), test.classes)
+    return (*_read_only(test.images.numpy(), test.labels.numpy()), test.classes)
 
 
 def test_set(name: str) -> TestSet:
@@ -136,7 +136,7 @@ def _where() -> Where:
 def _train_images(name: str, where: Where) -> np.ndarray:
     """The first TRAIN_POINTS training images, uint8 (N, 1, H, W), read-only."""
     train = _split(name, "train", where[0])
-    return _read_only(np.array(train.images[:TRAIN_POINTS]))[0]
+    return _read_only(train.images[:TRAIN_POINTS].numpy())[0]
 
 
 def folder_mtime(folder: Path) -> float:
