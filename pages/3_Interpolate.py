@@ -12,8 +12,8 @@ SOURCES = (state.PRIOR, state.TEST_IMAGE)
 
 
 def wrapped(c: int) -> int:
-    """Class c of a digit set (1 and 7 as the ends, 9 - 4 + 1), wrapped onto a set of fewer classes."""
-    return c % len(test.classes) if test is not None else c
+    """Class c of a digit set (1 and 7 as the ends, 9 - 4 + 1), or the last class of a set of fewer."""
+    return min(c, len(test.classes) - 1) if test is not None else c
 
 
 def path_map(path: object) -> None:

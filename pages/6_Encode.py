@@ -101,7 +101,7 @@ def latent_map(mu: np.ndarray, logvar: np.ndarray) -> None:
         titles = ("PC 1 of the posterior means", "PC 2")
     fig = figures.latent_map(points=points, labels=test.labels, classes=test.classes, titles=titles)
     rings = {n_std: ex.sigma_ellipse(mu, logvar, n_std=n_std, projection=axes) for n_std in (1, 2)}
-    st.plotly_chart(figures.with_posterior(fig, rings, where), key="encode_map")
+    st.plotly_chart(figures.with_posterior(fig, rings, where, f"your {THING}"), key="encode_map")
     st.caption(
         f"Dots: posterior means of test images. Star: your {THING}'s posterior mean; curves: its 1-σ "
         "(shaded) and 2-σ "

@@ -19,6 +19,7 @@ from tests.test_browser import ARTIFACTS, browser, screenshot_on_failure, server
 pytestmark = pytest.mark.browser
 
 WIDTH = 1400
+TALL = {"Train": 3000, "Atlas": 2400, "": 2000}  # viewport heights that hold the whole page
 PAGES = {  # URL path: title
     "": "VAE latent-space explorer",
     "Latent_grid": "Latent grid",
@@ -37,9 +38,9 @@ def trained(colour_run: Path) -> Path:  # noqa: F811
     return colour_run
 
 
-def url(server: str, path: str, run: Path, **query: str) -> str:
+def url(base: str, path: str, run: Path, **query: str) -> str:
     extra = "".join(f"&{k}={quote(v)}" for k, v in query.items())
-    return f"{server}/{path}?ckpt={quote(paths.shown(run), safe='')}{extra}"
+    return f"{base}/{path}?ckpt={quote(paths.shown(run), safe='')}{extra}"
 
 
 def shoot(page, name: str) -> None:
@@ -50,7 +51,7 @@ def shoot(page, name: str) -> None:
 @pytest.mark.parametrize("path", list(PAGES))
 def test_every_page_renders_the_colour_model(server, browser, trained, path):  # noqa: F811
     """Each page opens on the colour model with its pictures and no exception shown."""
-    context = browser.new_context(viewport={"width": WIDTH, "height": 1400})
+    context = browser.new_context(viewport={"width": WIDTH, "height": TALL.get(path, 1400)})
     page = context.new_page()
     try:
         with screenshot_on_failure(page, f"colour-{path or 'overview'}-failed"):
@@ -61,11 +62,10 @@ def test_every_page_renders_the_colour_model(server, browser, trained, path):  #
             else:
                 settle(page, PAGES[path])
             page.wait_for_timeout(2500)
-            if path == "Atlas":  # a hover over the map shows an image's thumbnail
-                plot = page.locator("[data-testid=stMain] .js-plotly-plot").first
-                box = plot.bounding_box()
-                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-                page.wait_for_timeout(800)
+            if path == "Atlas":  # a hover over the map shows an image (a test image's, or decoded there)
+                box = page.locator("[data-testid=stMain] [data-testid=stVegaLiteChart]").first.bounding_box()
+                page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+                page.wait_for_timeout(1500)
             assert page.locator(".stException").count() == 0
             shoot(page, path or "overview")
     finally:

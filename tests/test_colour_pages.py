@@ -123,3 +123,20 @@ def test_the_train_page_shows_the_colour_runs_timelapse(colour_run: Path) -> Non
     maps = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     names = {t.get("name") for spec in maps for t in spec["data"]}
     assert set(CLASSES) <= names
+
+
+def test_tooltip_images_of_a_colour_model_are_rgb() -> None:
+    """data_uris turns decoded colour images (N, H, W, 3) and stored ones (N, 3, H, W) into RGB PNGs
+    of their own pixels (the Atlas's hover images and thumbnails)."""
+    import base64
+
+    from vae_core import explore as ex
+    from vae_core import projection as pj
+
+    stored = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 7), dtype=np.uint8)
+    decoded = stored.transpose(0, 2, 3, 1) / 255.0
+    for images in (stored, decoded):
+        for uri, expected in zip(pj.data_uris(images), stored.transpose(0, 2, 3, 1), strict=True):
+            png = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+            assert png.mode == "RGB" and png.size == (7, 5)
+            np.testing.assert_array_equal(np.asarray(png), ex.to_pixels(expected))
