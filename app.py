@@ -73,6 +73,7 @@ def reconstructions() -> None:
     seed = state.seed_from_url("recon_seed")
     st.button("Other images", on_click=state.bump, args=("recon_seed",))
     x = loaders.model_inputs(ck, test, widgets.random_indices(len(test), 12, seed))
+    colour = model.config.image_shape[0] > 1
     with widgets.errors():
         x_hat, error = ex.reconstruct(model, x)
         widgets.picture(
@@ -84,7 +85,9 @@ def reconstructions() -> None:
             widgets.png(x_hat, 12), caption="reconstruction: the decoded posterior mean", width="stretch"
         )
         widgets.picture(
-            widgets.png(ex.colorize(error), 12), caption="per-pixel error |x − x̂|", width="stretch"
+            widgets.png(ex.error_heat(error), 12),
+            caption="per-pixel error |x − x̂|" + (", averaged over the colour channels" if colour else ""),
+            width="stretch",
         )
         widgets.picture(
             widgets.png(figures.error_ramp()),

@@ -239,7 +239,9 @@ MIN_HALF_VIEW = 0.25  # latent units: the smallest half-width of that view, to k
 STAR_SIZE = 11  # px: smaller than the 1σ ellipse of a typical digit at the initial zoom
 
 
-def with_posterior(fig: go.Figure, rings: dict[int, np.ndarray], where: np.ndarray) -> go.Figure:
+def with_posterior(
+    fig: go.Figure, rings: dict[int, np.ndarray], where: np.ndarray, name: str = "your digit"
+) -> go.Figure:
     """A latent map with one encoded image on it: its n-σ ellipses {n: (M, 2) curve}, the 1σ one
     shaded, and a star at its posterior mean `where` (2,); the initial view is zoomed onto them
     (`posterior_view`), the rest of the map a double-click away."""
@@ -261,7 +263,7 @@ def with_posterior(fig: go.Figure, rings: dict[int, np.ndarray], where: np.ndarr
             )
         )
     star = {"symbol": "star", "size": STAR_SIZE, "color": "black", "line": {"color": "white", "width": 1}}
-    fig.add_trace(go.Scattergl(x=[where[0]], y=[where[1]], mode="markers", name="your digit", marker=star))
+    fig.add_trace(go.Scattergl(x=[where[0]], y=[where[1]], mode="markers", name=name, marker=star))
     x_range, y_range = posterior_view(rings)
     fig.update_layout(xaxis={"range": x_range}, yaxis={"range": y_range})
     return fig

@@ -30,13 +30,14 @@ import streamlit as st
 from explorer import meta, paths
 from explorer.paths import Checkpoint
 from explorer.state import Z_RANGE
-from vae_core import DATASETS, VAE, CheckpointError, load_checkpoint, load_images, preprocess_image
+from vae_core import VAE, CheckpointError, DatasetError, ImageSet, load_checkpoint, load_images
 from vae_core import explore as ex
 from vae_core import gaps as gp
 from vae_core import onnx_model as om
 from vae_core import projection as pj
 from vae_core.checkpoint import MODEL_FILE, read_spec
-from vae_core.data import data_root
+from vae_core.data import FOLDER, data_root
+from vae_core.preprocess import preprocess
 
 if TYPE_CHECKING:
     import torch
@@ -52,15 +53,14 @@ Where = tuple[str | None, str, str]  # cache key: --data-dir, $VAE_DATA_DIR or d
 
 @dataclass(frozen=True)
 class TestSet:
-    """A dataset's test split for display: images uint8 (N, 1, H, W), labels (N,), class names."""
+    """A dataset's test split for display: images uint8 (N, C, H, W), labels (N,), class names.
+
+    `name` is the data's cache key (`meta.data_key`): a named set's name, or a folder's spec as JSON."""
 
     name: str
     images: np.ndarray
     labels: np.ndarray
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return DATASETS[self.name].classes
+    classes: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -109,15 +109,28 @@ def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return arrays
 
 
+def _split(key: str, split: str, data_dir: str | None) -> ImageSet:
+    """One split of the data a `meta.data_key` names: a folder from its import cache, a named set from
+    its files (never downloaded here)."""
+    data = meta.data_spec(key)
+    if data.name != FOLDER:
+        return load_images(data.name, split, data_dir=data_dir, download=False)
+    if not data.folder:
+        raise DatasetError(f"This model names no folder of images for its {FOLDER!r} dataset.")
+    return load_images(FOLDER, split, data.folder, **data.folder_options())
+
+
 @st.cache_resource(max_entries=4, show_spinner="Reading the test set…")
-def _test_arrays(name: str, where: Where) -> tuple[np.ndarray, np.ndarray]:
-    """One read-only copy per server (st.cache_data would unpickle its 8 MB on every rerun)."""
-    test = load_images(name, "test", data_dir=where[0], download=False)
-    return _read_only(test.images.numpy(), test.labels.numpy())
+def _test_arrays(name: str, where: Where) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """One read-only copy per server (st.cache_data would unpickle its 8 MB on every rerun), and the
+    class names."""
+    test = _split(name, "test", where[0])
+    return (*_read_only(test.images.numpy(), test.labels.numpy()), test.classes)
 
 
 def test_set(name: str) -> TestSet:
-    """The test split of a dataset; raises DatasetError when its files are not found."""
+    """The test split of a dataset (by its `meta.data_key`); raises DatasetError when its files are not
+    found."""
     return TestSet(name, *_test_arrays(name, _where()))
 
 
@@ -130,7 +143,7 @@ def _where() -> Where:
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _train_images(name: str, where: Where) -> np.ndarray:
     """The first TRAIN_POINTS training images, uint8 (N, 1, H, W), read-only."""
-    train = load_images(name, "train", data_dir=where[0], download=False)
+    train = _split(name, "train", where[0])
     return _read_only(train.images[:TRAIN_POINTS].numpy())[0]
 
 
@@ -167,10 +180,10 @@ def model_inputs(ck: Checkpoint, test: TestSet, indices: np.ndarray | list[int])
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def preprocessed(data: bytes) -> torch.Tensor:
-    """The (1, 1, 28, 28) image the model sees of an uploaded or drawn picture; raises ImageError
-    (not cached) for unusable input."""
-    return preprocess_image(data)
+def preprocessed(data: bytes, image_shape: tuple[int, ...], dataset: str) -> torch.Tensor:
+    """The (1, C, H, W) image a model of this shape and dataset sees of an uploaded or drawn picture
+    (`vae_core.preprocess.preprocess`); raises ImageError (not cached) for unusable input."""
+    return preprocess(data, tuple(image_shape), dataset)
 
 
 # ---------------------------------------------------------------- per-image scores: one cache for every page

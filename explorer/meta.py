@@ -3,15 +3,36 @@ inputs are binarised, and the model card, all from its typed run spec (`model.me
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import pandas as pd
 
 from vae_core import VAE
+from vae_core.data import FOLDER
 from vae_core.onnx_model import OnnxVAE
+from vae_core.spec import DataSpec
 
 
 def dataset(model: VAE) -> str:
     """The dataset the model was trained on ("mnist", "fashion", ...)."""
     return model.meta.spec.data.name
+
+
+def data_key(model: VAE) -> str:
+    """The model's data as a plain cache key: a named set's name, or a folder's data spec as JSON
+    (its path and transform), from which `data_spec` gives the spec back."""
+    return key_of(model.meta.spec.data)
+
+
+def key_of(data: DataSpec) -> str:
+    """`data_key` of a data spec."""
+    return json.dumps(asdict(data), sort_keys=True) if data.name == FOLDER else data.name
+
+
+def data_spec(key: str) -> DataSpec:
+    """The inverse of `data_key`."""
+    return DataSpec(**json.loads(key)) if key.startswith("{") else DataSpec(name=key)
 
 
 def binarization(model: VAE) -> str:

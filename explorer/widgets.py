@@ -178,7 +178,7 @@ def test_set(model: VAE) -> loaders.TestSet | None:
     """The test split of the model's dataset, or None after telling the user how to provide it."""
     name = meta.dataset(model)
     try:
-        return loaders.test_set(name)
+        return loaders.test_set(meta.data_key(model))
     except DatasetError as e:
         st.warning(
             f"Parts of this page need the {name} test set. {e}\n\n"
@@ -377,10 +377,17 @@ def drawing(key: str) -> bytes | None:
     return canvas.image_bytes if drawn else None
 
 
-def upload(key: str) -> tuple[bytes | None, str]:
-    """A file uploader for a picture of one digit: its bytes (None until one is chosen) and file name."""
+UPLOAD_LABELS = {  # by vae_core.preprocess.preprocessing
+    "digit": "A picture of one digit (light on dark or dark on light)",
+    "picture": "A picture (resized and centre-cropped to the model's size)",
+}
+
+
+def upload(key: str, preprocessing: str = "digit") -> tuple[bytes | None, str]:
+    """A file uploader for a picture of one digit (or, for a "picture" model, of anything): its bytes
+    (None until one is chosen) and file name."""
     chosen = st.file_uploader(
-        "A picture of one digit (light on dark or dark on light)",
+        UPLOAD_LABELS[preprocessing],
         type=UPLOAD_TYPES,
         max_upload_size=round(MAX_FILE_BYTES / 1e6),
         key=key,

@@ -11,6 +11,11 @@ test = widgets.test_set(model)
 SOURCES = (state.PRIOR, state.TEST_IMAGE)
 
 
+def wrapped(c: int) -> int:
+    """Class c of a digit set (1 and 7 as the ends, 9 - 4 + 1), or the last class of a set of fewer."""
+    return min(c, len(test.classes) - 1) if test is not None else c
+
+
 def path_map(path: object) -> None:
     """The path over the encoded test set: the latent plane itself for 2-D models, else its PCA map."""
     if test is None:
@@ -31,10 +36,10 @@ def interpolation() -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Start A**")
-        z0 = widgets.latent_input(ck, test, state.ENDPOINTS["A"], sources=SOURCES, default_class=1)
+        z0 = widgets.latent_input(ck, test, state.ENDPOINTS["A"], sources=SOURCES, default_class=wrapped(1))
     with right:
         st.markdown("**End B**")
-        z1 = widgets.latent_input(ck, test, state.ENDPOINTS["B"], sources=SOURCES, default_class=7)
+        z1 = widgets.latent_input(ck, test, state.ENDPOINTS["B"], sources=SOURCES, default_class=wrapped(7))
     left, right = st.columns(2)
     method = state.choice(
         left.radio,
@@ -77,11 +82,11 @@ def arithmetic() -> None:
     )
     columns = st.columns(3)
     z = []
-    for column, name, default_class in zip(columns, "ABC", (9, 4, 1), strict=True):
+    for column, name, digit in zip(columns, "ABC", (9, 4, 1), strict=True):
         with column:
             st.markdown(f"**{name}**")
             key = f"arith_{name.lower()}"
-            z.append(widgets.latent_input(ck, test, key, sources=SOURCES, default_class=default_class))
+            z.append(widgets.latent_input(ck, test, key, sources=SOURCES, default_class=wrapped(digit)))
     with widgets.errors():
         result = ex.latent_arithmetic(*z)
         images = ex.decode_images(model, [*z, result])

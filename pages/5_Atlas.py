@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import figures, loaders, state, widgets
+from explorer import figures, loaders, meta, state, widgets
 from vae_core import explore as ex
 from vae_core import projection as pj
 
@@ -224,7 +224,8 @@ def atlas() -> None:
             width="stretch",
         )
         st.caption(
-            f"{len(test):,} test images ({test.name}), posterior means projected by {LABELS[method]}, "
+            f"{len(test):,} test images ({meta.dataset(model)}), posterior means projected by "
+            f"{LABELS[method]}, "
             f"seed {seed}. Hover a point for its image, empty space for the image decoded there."
         )
         remember(event, coords, map_key)

@@ -1,5 +1,6 @@
-"""Encode: draw or upload a digit and see where it lands: what the model sees, its reconstruction,
-its posterior on the latent map, decodes of posterior samples, its nearest test images and its ELBO."""
+"""Encode: draw or upload a digit (for a colour or non-digit model: upload a picture) and see where it
+lands: what the model sees, its reconstruction, its posterior on the latent map, decodes of posterior
+samples, its nearest test images and its ELBO. `vae_core.preprocess.preprocessing` says which."""
 
 import numpy as np
 import streamlit as st
@@ -8,8 +9,8 @@ from explorer import figures, loaders, meta, state, widgets
 from vae_core import ImageError
 from vae_core import explore as ex
 from vae_core import projection as pj
+from vae_core.preprocess import preprocessing
 
-INPUTS = ("draw", "upload")
 SAMPLES, NEIGHBOURS = 16, 8
 RESULTS_MIN_WIDTH = 400  # px: three pictures and the metrics side by side need about this much
 SLIDERS, INTERPOLATE = "pages/2_Sliders.py", "pages/3_Interpolate.py"
@@ -17,10 +18,17 @@ SLIDERS, INTERPOLATE = "pages/2_Sliders.py", "pages/3_Interpolate.py"
 ck = widgets.page("Encode")
 model = loaders.model(ck)
 test = widgets.test_set(model)
+shape, dataset = tuple(model.config.image_shape), meta.dataset(model)
+kind = preprocessing(shape, dataset)  # "digit": the canvas and MNIST's centring; "picture": resize, crop
+INPUTS = ("draw", "upload") if kind == "digit" else ("upload",)  # a canvas only for handwriting
+THING = "digit" if kind == "digit" else "picture"
+SIZE = f"{shape[1]} × {shape[2]}"
 
 
-def digit_input() -> tuple[bytes | None, str]:
+def user_input() -> tuple[bytes | None, str]:
     """The drawing's or the upload's bytes (None until there is something) and how to call it."""
+    if len(INPUTS) == 1:
+        return widgets.upload("upload", kind)
     how = state.choice(
         st.radio,
         "input",
@@ -33,7 +41,7 @@ def digit_input() -> tuple[bytes | None, str]:
     state.to_url(input=how)
     if how == "draw":
         return widgets.drawing("canvas"), "your drawing"
-    return widgets.upload("upload")
+    return widgets.upload("upload", kind)
 
 
 def pictures(data: bytes, name: str, x: object) -> None:
@@ -43,7 +51,7 @@ def pictures(data: bytes, name: str, x: object) -> None:
     original.image(data, caption=f"original: {name}", width="stretch")
     with seen:
         widgets.picture(
-            widgets.png(ex.to_images(x)[0]), caption="what the model sees (28 × 28)", width="stretch"
+            widgets.png(ex.to_images(x)[0]), caption=f"what the model sees ({SIZE})", width="stretch"
         )
     with recon:
         widgets.picture(
@@ -51,7 +59,7 @@ def pictures(data: bytes, name: str, x: object) -> None:
         )
     if meta.binarization(model) == "dynamic":
         st.caption(
-            "This model was trained on dynamically binarised digits, each pixel black or white with its "
+            "This model was trained on dynamically binarised images, each pixel black or white with its "
             "grey level as the probability. It is given the grey levels themselves: with Bernoulli pixels "
             "the reconstruction term of a grey image is the average of that term over all its "
             "binarisations, so the ELBO below does not depend on the luck of one random draw."
@@ -83,7 +91,7 @@ def elbo_metrics(elbo: float, recon: float, kl: float) -> None:
 
 
 def latent_map(mu: np.ndarray, logvar: np.ndarray) -> None:
-    """The test set's posterior means by class, with this digit's mean and its 1-σ and 2-σ ellipses."""
+    """The test set's posterior means by class, with this input's mean and its 1-σ and 2-σ ellipses."""
     projection = loaders.pca_map(ck, test)
     if projection is None:
         points, where, titles, axes = loaders.scores(ck, test)["mu"], mu, ("z[0]", "z[1]"), None
@@ -93,10 +101,10 @@ def latent_map(mu: np.ndarray, logvar: np.ndarray) -> None:
         titles = ("PC 1 of the posterior means", "PC 2")
     fig = figures.latent_map(points=points, labels=test.labels, classes=test.classes, titles=titles)
     rings = {n_std: ex.sigma_ellipse(mu, logvar, n_std=n_std, projection=axes) for n_std in (1, 2)}
-    st.plotly_chart(figures.with_posterior(fig, rings, where), key="encode_map")
+    st.plotly_chart(figures.with_posterior(fig, rings, where, f"your {THING}"), key="encode_map")
     st.caption(
-        "Dots: posterior means of test images. Star: your digit's posterior mean; curves: its 1-σ (shaded) "
-        "and 2-σ "
+        f"Dots: posterior means of test images. Star: your {THING}'s posterior mean; curves: its 1-σ "
+        "(shaded) and 2-σ "
         + ("ellipses" if projection is None else "ellipses, projected onto the first two principal axes")
         + ". The view is zoomed onto them: double-click the map to see all of it."
     )
@@ -116,7 +124,7 @@ def neighbours(mu: np.ndarray) -> None:
     indices, distances = ex.nearest(loaders.scores(ck, test)["mu"], mu, NEIGHBOURS)
     captions = [f"{test.classes[test.labels[i]]} · {d:.2f}" for i, d in zip(indices, distances, strict=True)]
     widgets.image_strip(ex.uint8_images(test.images[indices]), captions, width=56)
-    st.caption("Test images whose posterior means are closest to your digit's (Euclidean distance).")
+    st.caption(f"Test images whose posterior means are closest to your {THING}'s (Euclidean distance).")
 
 
 def send(mu: np.ndarray) -> None:
@@ -132,9 +140,9 @@ def send(mu: np.ndarray) -> None:
 
 
 def encode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Preprocess, encode and score the digit and show the pictures and the ELBO; (mu, logvar) or None."""
+    """Preprocess, encode and score the input and show the pictures and the ELBO; (mu, logvar) or None."""
     try:
-        x = loaders.preprocessed(data)  # (1, 1, 28, 28) in [0, 1]
+        x = loaders.preprocessed(data, shape, dataset)  # (1, C, H, W) in [0, 1]
     except ImageError as e:
         st.error(str(e), icon=":material/broken_image:")
         return None
@@ -175,14 +183,17 @@ st.html(
 row = st.container(horizontal=True, gap="large")
 source, top = row.container(width=widgets.CANVAS), row.container(key="encode_results")
 with source:
-    data, name = digit_input()
-digit = None
+    data, name = user_input()
+encoded = None
 with top:
     if data is None:
-        st.info("Draw a digit on the canvas, or choose *upload* and pick a picture of one.")
+        if kind == "digit":
+            st.info("Draw a digit on the canvas, or choose *upload* and pick a picture of one.")
+        else:
+            st.info(f"Upload a picture: it is resized and centre-cropped to {SIZE}, as a folder import is.")
     else:
         with widgets.errors():
-            digit = encode(data, name)
-if digit is not None:
+            encoded = encode(data, name)
+if encoded is not None:
     with widgets.errors():
-        details(*digit)
+        details(*encoded)

@@ -5,7 +5,7 @@ stop it; the page only reads the run's files, refreshing every few seconds while
 """
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,7 +13,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 from streamlit.delta_generator import DeltaGenerator
 
-from explorer import figures, paths, widgets
+from explorer import figures, loaders, meta, paths, widgets
 from vae_core import DATASETS, DatasetError, jobs, load_images, timelapse
 from vae_core.data import FOLDER, available
 from vae_core.folder import IMAGE_SUFFIXES, ImportReport, import_folder
@@ -390,7 +390,7 @@ def timelapse_view(run: Run) -> None:
         fig = figures.latent_map(
             points=snap.points,
             labels=snap.labels,
-            classes=DATASETS[run.spec.data.name].classes if run.spec.data.name in DATASETS else (),
+            classes=class_names(run),
             titles=snap.axis_titles,
         )
         fig.update_layout(height=440)
@@ -399,6 +399,20 @@ def timelapse_view(run: Run) -> None:
             f"epoch {snap.epoch}: posterior means μ of the test subset"
             + ("" if snap.projection == "raw" else ", on their first two principal axes")
         )
+
+
+def class_names(run: Run) -> tuple[str, ...]:
+    """The run's class names: its dataset's, or its folder's (read from the import cache); none when
+    its test set cannot be read."""
+    data = run.spec.data
+    if data.name in DATASETS:
+        return DATASETS[data.name].classes
+    if not data.folder and run.runtime.data_dir:  # the trainer names the folder in the checkpoint only
+        data = replace(data, folder=run.runtime.data_dir)
+    try:
+        return loaders.test_set(meta.key_of(data)).classes
+    except (DatasetError, OSError, ValueError):
+        return ()
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:

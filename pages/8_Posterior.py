@@ -5,10 +5,11 @@ log p(x) = ELBO + KL(q ‖ p(z|x)) checked; for any model the IWAE curve and the
 
 import streamlit as st
 
-from explorer import figures, loaders, state, widgets
+from explorer import figures, loaders, meta, state, widgets
 from vae_core import ImageError
 from vae_core import explore as ex
 from vae_core import gaps as gp
+from vae_core.preprocess import preprocessing
 
 TEST, UPLOAD, DRAW = "test image", "upload", "draw"
 GRID_SIZES = (100, 200, 300)
@@ -19,6 +20,8 @@ ck = widgets.page("Posterior")
 model = loaders.model(ck)
 test = widgets.test_set(model)
 two_d = model.config.latent_dim == 2
+shape, dataset = tuple(model.config.image_shape), meta.dataset(model)
+kind = preprocessing(shape, dataset)  # "digit": a canvas too; "picture": uploads only
 
 st.markdown(
     "The ELBO is a lower bound on the evidence because of one identity: for any $q(z\\mid x)$, "
@@ -35,6 +38,7 @@ st.markdown(
 def picture_input() -> tuple[str, object, bytes | None, str] | None:
     """The image to explain: (cache key, model input x, original bytes or None, name), or None."""
     sources = (TEST, UPLOAD, DRAW) if test is not None else (UPLOAD, DRAW)
+    sources = sources if kind == "digit" else tuple(s for s in sources if s != DRAW)
     sent = state.sent_image()
     options = (*sources, state.SENT_IMAGE) if sent else sources
     how = state.choice(
@@ -51,10 +55,16 @@ def picture_input() -> tuple[str, object, bytes | None, str] | None:
         return f"{test.name}/test/{index}", loaders.model_inputs(ck, test, [index]), None, name
     data, name = user_picture(how, sent)
     if data is None:
-        st.info("Draw a digit on the canvas." if how == DRAW else "Choose a picture of one digit.")
+        st.info(
+            "Draw a digit on the canvas."
+            if how == DRAW
+            else "Choose a picture of one digit."
+            if kind == "digit"
+            else "Choose a picture: it is resized and centre-cropped to the model's size."
+        )
         return None
     try:
-        return loaders.image_key(data), loaders.preprocessed(data), data, name
+        return loaders.image_key(data), loaders.preprocessed(data, shape, dataset), data, name
     except ImageError as e:
         st.error(str(e), icon=":material/broken_image:")
         return None
@@ -66,7 +76,7 @@ def user_picture(how: str, sent: tuple[bytes, str] | None) -> tuple[bytes | None
         return sent
     if how == DRAW:
         return widgets.drawing("post_canvas"), "your drawing"
-    return widgets.upload("post_upload")
+    return widgets.upload("post_upload", kind)
 
 
 def settings() -> tuple[int, int]:

@@ -29,6 +29,7 @@ __all__ = [
     "colorize",
     "decode_images",
     "encode_means",
+    "error_heat",
     "from_display",
     "grid_axis",
     "grid_latents",
@@ -271,6 +272,14 @@ def colorize(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] -> RGB in [0, 1] on a black-red-yellow-white ramp (for error maps)."""
     v = np.clip(np.asarray(values, np.float32), 0, 1)[..., None]
     return np.clip(v * 3 - np.array([0.0, 1.0, 2.0], np.float32), 0, 1)
+
+
+def error_heat(error: np.ndarray) -> np.ndarray:
+    """Error maps |x - x_hat| (N, H, W), or (N, H, W, 3) for colour, -> heat maps (N, H, W, 3): the
+    per-pixel error, averaged over a colour image's channels, on the `colorize` ramp."""
+    error = np.asarray(error)
+    per_pixel = error.mean(axis=-1) if error.ndim == 4 else error  # (N, H, W)
+    return colorize(per_pixel)
 
 
 def to_pixels(images: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """A user's folder of images, imported once into a cached uint8 array and split into ImageSets.
 
 Owns: the folder layouts, the safe decoding of each untrusted file (the file-size and pixel limits
-of preprocess.py), the transform to C x S x S, the cache of decoded images, the train/test split
-and the import report.
+of preprocess.py, whose `fit_picture` is the transform to C x S x S), the cache of decoded images,
+the train/test split and the import report.
 
 Layouts (file names ending in .png .jpg .jpeg .webp .bmp .gif .tif .tiff, any case; names starting
 with "." and `__MACOSX` folders are ignored, as are files with other endings):
@@ -16,7 +16,8 @@ order of a seeded hash of their relative paths. The same seed gives the same spl
 file moves few others.
 
 Each image: the first frame (of an animated GIF or WebP, or a multi-page TIFF; noted in the
-report); the EXIF orientation applied; transparency composited on white; converted to grey ("L",
+report), then `vae_core.preprocess.fit_picture`, the transform the Encode page applies to an upload
+too: the EXIF orientation applied; transparency composited on white; converted to grey ("L",
 1 channel) or RGB (3 channels); the short side resized to S with LANCZOS (JPEGs first decoded at
 the smallest DCT scale still at least S, as Pillow's `draft` offers), then centre-cropped to S x S.
 
@@ -52,11 +53,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from vae_core.atomic import DiskFullError, atomic_write_text
 from vae_core.data import PROJECT_ROOT, DatasetError, ImageSet
-from vae_core.preprocess import MAX_FILE_BYTES, MAX_PIXELS, _describe
+from vae_core.preprocess import MAX_FILE_BYTES, MAX_PIXELS, MODES, _describe, fit_picture
 
 __all__ = [
     "FolderImport",
@@ -73,8 +74,6 @@ __all__ = [
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PILLOW_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # no other decoder sees the bytes
 MIN_SIDE, MAX_SIDE = 16, 128
-MODES = {1: "L", 3: "RGB"}
-WHITE = (255, 255, 255, 255)
 SPLITS = ("train", "test")
 UNLABELLED = "all"
 FORMAT_VERSION = 1
@@ -270,13 +269,10 @@ def decode_file(path: Path, image_size: int, channels: int) -> tuple[np.ndarray,
         img = _open(_read(path))
         try:
             note = _frame_note(img)
-            img.draft(None, (image_size, image_size))  # JPEG only: decode at a reduced DCT scale
-            img.load()
-            img = _fit(_to_mode(_upright(img), channels), image_size)
+            pixels = fit_picture(img, image_size, channels)  # (C, S, S), as an upload to Encode
         except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error...
             raise SkippedFile(f"cannot decode: corrupt or truncated ({type(exc).__name__}: {exc})") from exc
-    pixels = np.asarray(img)  # (S, S) or (S, S, 3)
-    return pixels.reshape(image_size, image_size, channels).transpose(2, 0, 1).copy(), note
+    return pixels, note
 
 
 def _read(path: Path) -> bytes:
@@ -325,40 +321,6 @@ def _formats() -> tuple[str, ...]:
 def _frame_note(img: Image.Image) -> str | None:
     frames = getattr(img, "n_frames", 1)
     return f"{img.format} with {frames} frames: first frame used" if frames > 1 else None
-
-
-def _upright(img: Image.Image) -> Image.Image:
-    """A sideways phone photo made upright by its EXIF orientation."""
-    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-        return ImageOps.exif_transpose(img)
-    return img
-
-
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
-    """`img` as "L" or "RGB", transparency composited on white, deep (16-bit, float) grey scaled."""
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        img = _deep_to_grey(img)
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        img = Image.alpha_composite(Image.new("RGBA", img.size, WHITE), img.convert("RGBA"))
-    return img.convert(MODES[channels])
-
-
-def _deep_to_grey(img: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit or float grey image as "L", scaled from its nominal range (1, 255 or 65535)."""
-    arr = np.asarray(img, dtype=np.float32)
-    top = float(arr.max(initial=0))
-    full = 65535.0 if img.mode.startswith("I;16") or top > 255 else 255.0 if top > 1 else 1.0
-    return Image.fromarray(np.clip(arr * (255 / full), 0, 255).round().astype(np.uint8), "L")
-
-
-def _fit(img: Image.Image, side: int) -> Image.Image:
-    """Resize the short side to `side` (LANCZOS), then centre-crop to side x side."""
-    width, height = img.size
-    scale = side / min(width, height)
-    size = (max(side, round(width * scale)), max(side, round(height * scale)))
-    img = img.resize(size, Image.Resampling.LANCZOS)
-    left, top = (size[0] - side) // 2, (size[1] - side) // 2
-    return img.crop((left, top, left + side, top + side))
 
 
 # ---------------------------------------------------------------------------------------------------

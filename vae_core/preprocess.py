@@ -1,12 +1,17 @@
-"""Turn an uploaded picture or a canvas drawing into one MNIST-style digit tensor.
+"""Turn an uploaded picture or a canvas drawing into the tensor a model takes.
 
-Owns: safe decoding of untrusted image data (file-size, pixel-count and format limits), the
-conversion of any Pillow mode or numpy array to grey levels, background/polarity/noise handling,
-and MNIST's own size-and-centre normalisation: the ink's longest side scaled to 20 px inside a
-28x28 black field, its centre of mass moved to (14, 14) (measured on MNIST: the mean centre of
-mass of the test digits is (13.99, 14.00) in row/column index coordinates).
+Owns: safe decoding of untrusted image data (file-size, pixel-count and format limits), and the
+two preprocessings, chosen per model by `preprocessing`:
+- "digit" (`preprocess_image`), for models of handwritten strokes (DIGIT_SETS at 1 x 28 x 28): the
+  conversion of any Pillow mode or numpy array to grey levels, background/polarity/noise handling,
+  and MNIST's own size-and-centre normalisation: the ink's longest side scaled to 20 px inside a
+  28x28 black field, its centre of mass moved to (14, 14) (measured on MNIST: the mean centre of
+  mass of the test digits is (13.99, 14.00) in row/column index coordinates).
+- "picture" (`preprocess_picture`), for every other model (colour, other sizes, Fashion-MNIST's
+  garments, which are not ink to centre by mass): `fit_picture`, the very transform a folder import
+  applies to each file (vae_core.folder), so an upload encodes as the same file imported would.
 
-The rules, in order:
+The digit rules, in order:
 - Alpha: if fewer than half the pixels are opaque (alpha > 0.5), the opaque part is the ink and
   alpha itself is the ink map, whatever the stroke colour (a drawable-canvas export: white or
   black strokes on a transparent ground). Otherwise transparency is composited on white.
@@ -30,7 +35,14 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "preprocess_image"]
+__all__ = [
+    "ImageError",
+    "fit_picture",
+    "preprocess",
+    "preprocess_image",
+    "preprocess_picture",
+    "preprocessing",
+]
 
 MAX_FILE_BYTES = 20_000_000
 MAX_PIXELS = 40_000_000
@@ -42,12 +54,125 @@ SMALL_SIDE = 32  # smaller images are taken as clean drawings: no median filter,
 NOISY_SIGMA, NOISE_K, MIN_FLOOR, MIN_INK = 0.01, 4.0, 0.04, 0.05
 SPECK_MASS = 0.02
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
+MODES = {1: "L", 3: "RGB"}  # a picture's Pillow mode by its channels
+WHITE = (255, 255, 255, 255)  # what transparency is composited on
+# Datasets of handwritten strokes on black, normalised as MNIST is: their models take "digit"
+# preprocessing and offer the drawing canvas. Fashion-MNIST's garments are photos, not ink.
+DIGIT_SETS = ("mnist", "kmnist")
+DIGIT_SHAPE = (1, FIELD_SIDE, FIELD_SIDE)
+PREPROCESSINGS = ("digit", "picture")
 _FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "AVIF")
 _FORMAT_HINT = "Upload a PNG, JPEG, GIF, BMP, TIFF or WebP image."
 
 
 class ImageError(ValueError):
     """The input cannot be turned into a digit; the message says why and what to do."""
+
+
+def preprocessing(image_shape: tuple[int, ...], dataset: str) -> str:
+    """How a model's uploads are prepared: "digit" for a model of handwritten strokes (DIGIT_SETS at
+    1 x 28 x 28; these also offer the drawing canvas), "picture" for every other model."""
+    digit = tuple(image_shape) == DIGIT_SHAPE and dataset in DIGIT_SETS
+    return "digit" if digit else "picture"
+
+
+def preprocess(data, image_shape: tuple[int, ...], dataset: str) -> torch.Tensor:
+    """`data` as the (1, C, H, W) float32 batch in [0, 1] a model of this shape and dataset takes,
+    prepared as `preprocessing` says. Raises ImageError for unusable input."""
+    if preprocessing(image_shape, dataset) == "digit":
+        return preprocess_image(data)  # (1, 1, 28, 28)
+    return preprocess_picture(data, image_shape)[None]  # (1, C, H, W)
+
+
+def preprocess_picture(data, image_shape: tuple[int, ...]) -> torch.Tensor:
+    """Return `data` as a (C, H, W) float32 tensor in [0, 1] for `image_shape` = (C, S, S), C 1 or 3.
+
+    `data`: bytes-like, a binary file object (read from its start), a PIL image, or a numpy array
+    (H, W) / (H, W, 1-4 channels). The same limits as `preprocess_image`; then `fit_picture`: first
+    frame, EXIF orientation, transparency on white, grey or RGB, short side resized, centre crop.
+    Raises ImageError, and nothing else, for anything that is not a usable image.
+    """
+    channels, side = _picture_shape(image_shape)
+    img = _to_picture(data)
+    _check_pixels(*img.size)
+    try:
+        pixels = fit_picture(img, side, channels)  # (C, S, S) uint8
+    except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error...
+        raise _corrupt(exc) from exc
+    return torch.from_numpy(pixels).float().div_(255)
+
+
+def fit_picture(img: Image.Image, side: int, channels: int) -> np.ndarray:
+    """A Pillow image (its current frame) as (channels, side, side) uint8: EXIF orientation applied,
+    transparency composited on white, grey ("L") or RGB, the short side resized to `side` (LANCZOS;
+    a JPEG first decoded at the smallest DCT scale still at least `side`), then centre-cropped.
+    The one transform of both a folder import and an upload of a picture."""
+    img.draft(None, (side, side))  # JPEG only: decode at a reduced DCT scale
+    img.load()
+    img = _fit(_to_mode(_upright(img), channels), side)
+    return np.asarray(img).reshape(side, side, channels).transpose(2, 0, 1).copy()  # (C, S, S)
+
+
+def _picture_shape(image_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(channels, side) of a square (C, S, S) image shape; ValueError otherwise."""
+    if len(image_shape) != 3 or image_shape[0] not in MODES or image_shape[1] != image_shape[2]:
+        raise ValueError(
+            f"image_shape must be (channels, side, side) with 1 or 3 channels, got {tuple(image_shape)}"
+        )
+    return int(image_shape[0]), int(image_shape[1])
+
+
+def _to_picture(data) -> Image.Image:
+    """`data` as a Pillow image, only its header read when it comes as bytes or a file."""
+    if isinstance(data, np.ndarray):
+        return _array_to_image(data)
+    if isinstance(data, Image.Image):
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)) or hasattr(data, "read"):
+        return _open(_read_bytes(data), draft_side=None)  # fit_picture drafts at `side` itself
+    return _to_gray(data)  # raises the message of an unreadable type
+
+
+def _array_to_image(arr: np.ndarray) -> Image.Image:
+    """An (H, W) or (H, W, 1-4) array as an 8-bit Pillow image (L, LA, RGB or RGBA)."""
+    arr = _check_array(arr)  # (H, W, C)
+    _check_pixels(arr.shape[1], arr.shape[0])
+    levels = np.clip(arr.astype(np.float32) * (255 / _array_scale(arr)), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(levels[..., 0] if levels.shape[2] == 1 else levels)
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """A sideways phone photo made upright by its EXIF orientation."""
+    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        return ImageOps.exif_transpose(img)
+    return img
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """`img` as "L" or "RGB", transparency composited on white, deep (16-bit, float) grey scaled."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _deep_to_grey(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        img = Image.alpha_composite(Image.new("RGBA", img.size, WHITE), img.convert("RGBA"))
+    return img.convert(MODES[channels])
+
+
+def _deep_to_grey(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grey image as "L", scaled from its nominal range (1, 255 or 65535)."""
+    arr = np.asarray(img, dtype=np.float32)
+    top = float(arr.max(initial=0))
+    full = 65535.0 if img.mode.startswith("I;16") or top > 255 else 255.0 if top > 1 else 1.0
+    return Image.fromarray(np.clip(arr * (255 / full), 0, 255).round().astype(np.uint8), "L")
+
+
+def _fit(img: Image.Image, side: int) -> Image.Image:
+    """Resize the short side to `side` (LANCZOS), then centre-crop to side x side."""
+    width, height = img.size
+    scale = side / min(width, height)
+    size = (max(side, round(width * scale)), max(side, round(height * scale)))
+    img = img.resize(size, Image.Resampling.LANCZOS)
+    left, top = (size[0] - side) // 2, (size[1] - side) // 2
+    return img.crop((left, top, left + side, top + side))
 
 
 def preprocess_image(data) -> torch.Tensor:
@@ -98,10 +223,12 @@ def _read_bytes(data) -> bytes:
     return raw
 
 
-def _open(raw: bytes) -> Image.Image:
+def _open(raw: bytes, draft_side: int | None = WORK_SIDE) -> Image.Image:
+    """The image with its header read; a JPEG set to decode at the smallest scale >= draft_side."""
     try:  # Pillow's own bomb check warns at 89 Mpx (an error only with warnings as errors)
         img = Image.open(io.BytesIO(raw), formats=_formats())  # reads the header only
-        img.draft(None, (WORK_SIDE, WORK_SIDE))  # JPEG only: decode at 1/2..1/8 scale
+        if draft_side is not None:
+            img.draft(None, (draft_side, draft_side))  # JPEG only: decode at 1/2..1/8 scale
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_many_pixels() from exc
     except UnidentifiedImageError as exc:

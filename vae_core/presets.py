@@ -90,7 +90,7 @@ def apply_preset(given: Values, device: str = "auto") -> dict[str, dict[str, Any
     preset's values added for every option not given. The preset is read from given["train"];
     the architecture and binarisation from the given values or their defaults."""
     values = {section: dict(given.get(section, {})) for section in RUN_SECTIONS}
-    spec = RunSpec().with_values({section: values[section] for section in SECTIONS})
+    spec = RunSpec.from_values({section: values[section] for section in SECTIONS})
     settings = settings_for(spec.train.preset, spec.model.arch, spec.data.binarize)
     if settings is None:
         return values

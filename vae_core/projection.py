@@ -254,9 +254,11 @@ def _tsne(
 
 
 def data_uris(images: np.ndarray) -> np.ndarray:
-    """Images (N, H, W) in [0, 1], or uint8 (N, 1, H, W) -> PNG data URIs (N,) of str, for tooltips."""
+    """Display images (N, H, W) or (N, H, W, 3) in [0, 1], or stored uint8 (N, C, H, W) with C 1 or 3
+    -> PNG data URIs (N,) of str, for tooltips."""
     images = np.asarray(images)
-    images = images[:, 0] if images.ndim == 4 else images  # to_png takes uint8 grey levels as they are
+    if images.dtype == np.uint8 and images.ndim == 4 and images.shape[1] in (1, 3):  # stored (N, C, H, W)
+        images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)  # to_png takes uint8
     return np.array([_DATA_URI + base64.b64encode(to_png(image)).decode() for image in images])
 
 

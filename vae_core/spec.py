@@ -31,6 +31,7 @@ EIGHT_BIT_LIKELIHOODS = ("logistic",)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 128
 OWN_SIZE = 0  # image_size and channels: 0 keeps the data's own (64 and 3 for a folder)
 FOLDER_IMAGE_SIZE, FOLDER_CHANNELS = 64, 3
+COLOUR_CHANNELS = 3  # RGB: such data defaults to the 8-bit logistic likelihood (`default_likelihood`)
 ACTIVATIONS = ("relu", "elu", "gelu", "tanh", "silu")  # built by vae_core.model.ACTIVATIONS
 # How the learning rate decays after its linear warm-up (lr_warmup_epochs, none by default):
 # constant: stays at lr; cosine and linear: from lr down to min_lr at the last epoch.
@@ -62,6 +63,7 @@ class Option:
     max_items: int = 1  # a tuple field: how many numbers at most
     step: float | None = None  # the form's increment
     form_default: Any = None  # the form's initial value, where it is not the default
+    default_shown: str = ""  # how the help states a default that depends on other options
 
 
 def option(default: Any, **kwargs: Any) -> Any:
@@ -262,6 +264,8 @@ class VAEConfig:
         label="pixel likelihood",
         help="p(x|z): bernoulli for binary pixels; logistic, a discretised logistic for 8-bit pixels "
         "(colour photos; needs --binarize none, reports bits/dim)",
+        default_shown="logistic for colour data (cifar10, a 3-channel folder) unless --binarize dynamic "
+        "is given, else bernoulli",
     )
     image_shape: tuple[int, ...] = (1, 28, 28)  # (channels, height, width): set by the data, no option
 
@@ -416,8 +420,11 @@ class RunSpec:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Mapping[str, Any]]) -> RunSpec:
-        """A spec from {section: {field: value}}, each section optional; ValueError on unknown keys."""
-        return RunSpec().with_values(values)
+        """A spec from {section: {field: value}}, each section optional; ValueError on unknown keys.
+
+        An option not given takes its default, and the likelihood's depends on the data: the 8-bit
+        logistic for colour images, bernoulli for grey ones (`default_likelihood`)."""
+        return RunSpec().with_values(with_default_likelihood(values))
 
     def with_values(self, values: Mapping[str, Mapping[str, Any]]) -> RunSpec:
         """This spec with some fields changed, given as {section: {field: value}}.
@@ -448,6 +455,40 @@ class RunSpec:
 
 
 SECTIONS: dict[str, type] = {"data": DataSpec, "model": VAEConfig, "train": TrainConfig}
+
+
+def channels_of(data: DataSpec) -> int:
+    """How many channels the spec's images have: 3 for cifar10 and (by default) a folder, else 1."""
+    if data.name == FOLDER:
+        return data.channels or FOLDER_CHANNELS
+    return COLOUR_CHANNELS if data.name in TORCHVISION_SETS else 1
+
+
+def default_likelihood(data: DataSpec) -> str:
+    """The likelihood a run gets when none is asked for: the discretised logistic for colour
+    (8-bit photos), bernoulli for the grey IDX sets and grey folders."""
+    return "logistic" if channels_of(data) == COLOUR_CHANNELS else "bernoulli"
+
+
+def with_default_likelihood(values: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
+    """`values` with the data's default likelihood added when none is given.
+
+    An explicit binarize "dynamic" asks for binary pixels, so it keeps bernoulli (the mirror of
+    `with_values`' rule that an 8-bit likelihood means binarize "none"); an explicit likelihood is
+    kept as it is, bernoulli on colour included (each channel binarised as a grey level is)."""
+    if not isinstance(values, Mapping) or not isinstance(values.get("model", {}), Mapping):
+        return values  # with_values names what is wrong
+    data_values = values.get("data", {})
+    if "likelihood" in values.get("model", {}) or not isinstance(data_values, Mapping):
+        return values
+    if not set(data_values) <= {f.name for f in fields(DataSpec)}:
+        return values  # with_values names the unknown keys
+    if data_values.get("binarize") == "dynamic":
+        return values
+    likelihood = default_likelihood(replace(DataSpec(), **data_values))
+    if likelihood == VAEConfig().likelihood:
+        return values
+    return {**values, "model": {**values.get("model", {}), "likelihood": likelihood}}
 
 
 @dataclass(frozen=True)
@@ -513,7 +554,7 @@ def _help(opt: Option, default: Any) -> str:
     shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
     if default is None or default is False:
         return opt.help
-    return f"{opt.help} ({bounds}default: {shown})"
+    return f"{opt.help} ({bounds}default: {opt.default_shown or shown})"
 
 
 def add_flags(parser: argparse.ArgumentParser, sections: Mapping[str, type] = RUN_SECTIONS) -> None:
