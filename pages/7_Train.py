@@ -42,17 +42,24 @@ widgets.page("Train")  # the picker too: a finished run can be opened from here
 # ---------------------------------------------------------------- starting a run
 
 
+# Options whose default depends on the data (the likelihood: logistic for colour, bernoulli for grey):
+# the form offers FROM_DATA first, and a choice made explicitly is kept even when it is the default.
+FROM_DATA = "from the data"
+DATA_DEFAULTS = {("model", "likelihood")}
+
+
 def spec_widget(box: DeltaGenerator, f: FormField) -> object:
     """The widget of one spec option, from its declaration: choices, a number range, or a list."""
     opt, key = f.option, f"t_{f.key}"
     if opt.choices:
-        index = opt.choices.index(f.initial)
+        choices = (FROM_DATA, *opt.choices) if (f.section, f.name) in DATA_DEFAULTS else opt.choices
+        index = choices.index(FROM_DATA if choices[0] == FROM_DATA else f.initial)
         shown = dataset_label if (f.section, f.name) == ("data", "name") else str
-        if len(opt.choices) <= 3:
+        if len(choices) <= 3:
             return box.radio(
-                opt.label, opt.choices, index, key=key, horizontal=True, help=opt.help, format_func=shown
+                opt.label, choices, index, key=key, horizontal=True, help=opt.help, format_func=shown
             )
-        return box.selectbox(opt.label, opt.choices, index, key=key, help=opt.help, format_func=shown)
+        return box.selectbox(opt.label, choices, index, key=key, help=opt.help, format_func=shown)
     if f.kind is tuple:  # several whole numbers, typed as text and read by parse_ints
         return box.text_input(opt.label, " ".join(map(str, f.initial)), key=key, help=opt.help)
     if f.kind is int:
@@ -84,7 +91,9 @@ def read_form(values: dict[tuple[str, str], object]) -> RunSpec:
     for f in form_fields():
         value = values[f.section, f.name]
         value = parse_ints(value, f.option.label) if f.kind is tuple else value
-        if value != f.default:
+        if value == FROM_DATA:
+            continue  # the spec picks it from the data
+        if value != f.default or (f.section, f.name) in DATA_DEFAULTS:
             by_section.setdefault(f.section, {})[f.name] = value
     return resolve(by_section)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.colour_model import make_colour_folder
 from vae_core import jobs
 from vae_core.cli import build_parser, run_spec
 from vae_core.records import Outcome, write_outcome
@@ -77,12 +78,16 @@ def test_unknown_data_keys_are_still_refused_by_name() -> None:
         RunSpec.from_values({"data": {"colour": True}})
 
 
-@pytest.mark.parametrize(("channels", "likelihood"), [(0, "logistic"), (1, "bernoulli")])
+@pytest.mark.parametrize(
+    ("channels", "choice", "likelihood"),
+    [(0, "from the data", "logistic"), (1, "from the data", "bernoulli"), (0, "bernoulli", "bernoulli")],
+)
 def test_the_train_form_starts_a_folder_run_with_the_data_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: int, likelihood: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: int, choice: str, likelihood: str
 ) -> None:
-    """The Train form, its likelihood left alone, starts a colour folder run with the logistic and a
-    grey one with bernoulli: the job file and the trainer's flags agree with the CLI."""
+    """The Train form, its likelihood left "from the data", starts a colour folder run with the
+    logistic and a grey one with bernoulli; bernoulli chosen on colour is kept. The job file and the
+    trainer's flags agree with the CLI."""
     monkeypatch.setenv("VAE_RUNS_DIR", str(tmp_path / "runs"))
     launched: list[list[str]] = []
     ended = subprocess.Popen(["true"])
@@ -98,8 +103,10 @@ def test_the_train_form_starts_a_folder_run_with_the_data_default(
     at.switch_page("pages/7_Train.py").run()
     at.selectbox(key="t_dataset").set_value("folder")
     at.number_input(key="t_channels").set_value(channels)
+    assert at.radio(key="t_likelihood").value == "from the data"
+    at.radio(key="t_likelihood").set_value(choice)
     at.text_input(key="t_name").set_value("colour")
-    (tmp_path / "images" / "a").mkdir(parents=True)
+    make_colour_folder(tmp_path / "images")  # the page imports it before the run starts
     at.text_input(key="t_data_dir").set_value(str(tmp_path / "images"))
     next(b for b in at.button if b.label == "Start training").click()
     at.run()
@@ -107,6 +114,7 @@ def test_the_train_form_starts_a_folder_run_with_the_data_default(
     spec = RunSpec.from_dict(json.loads((tmp_path / "runs" / "colour" / "job.json").read_text())["spec"])
     assert spec.model.likelihood == likelihood
     assert spec.data.binarize == ("none" if likelihood == "logistic" else "dynamic")
-    cli = parse(["--dataset", "folder", "--preset", "fast", "--channels", str(channels)])
+    chosen = [] if choice == "from the data" else ["--likelihood", choice]
+    cli = parse(["--dataset", "folder", "--preset", "fast", "--channels", str(channels), *chosen])
     assert spec.with_values({"data": {"folder": ""}}) == cli  # the job names its folder; the rest agrees
-    assert parse(launched[0]) == spec
+    assert parse(launched[0]) == cli  # the trainer stores --data-dir as the folder itself
