@@ -88,15 +88,9 @@ def start_once() -> bool:
 @st.cache_resource(max_entries=6, show_spinner="Loading the model…")
 def load_model(name: str, mtime: float) -> VAE:
     """The model of a checkpoint; `mtime` is only a cache key, so a retrained file is reloaded.
-
-    A conv model's weights are put channels-last, the layout oneDNN's CPU convolutions run fastest in:
-    decoding a colour grid is then mostly convolution, not layout conversion (bench/ui_latency.py)."""
-    import torch
-
-    model = load_checkpoint(paths.resolve(name))
-    if isinstance(model, VAE) and model.config.arch == "conv":
-        model.to(memory_format=torch.channels_last)
-    return model
+    (A conv model comes with channels-last weights, the layout oneDNN's CPU convolutions run fastest
+    in: `vae_core.VAE` puts them so.)"""
+    return load_checkpoint(paths.resolve(name))
 
 
 def model(ck: Checkpoint) -> VAE:

@@ -93,3 +93,16 @@ def test_conv_has_residual_blocks_at_each_resolution() -> None:
         assert sum(isinstance(m, ResBlock) for m in part) == 3 * RES_BLOCKS
     block = ResBlock(5, torch.nn.ReLU)
     assert block(torch.rand(2, 5, 7, 7)).shape == (2, 5, 7, 7)
+
+
+def test_conv_weights_are_channels_last_and_iwae_chunks_fit_the_decode_budget() -> None:
+    """A conv VAE keeps its 4-D weights channels-last (oneDNN's fast layout); IWAE decodes a conv's
+    samples in chunks whose widest activation fits DECODE_BYTES, an MLP's in MLP_ROWS."""
+    from vae_core.evaluation import DECODE_BYTES, MLP_ROWS, decode_rows
+
+    conv = VAE(VAEConfig(arch="conv", hidden=(32, 64), latent_dim=4))
+    weights = [p for p in conv.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    rows = decode_rows(conv)
+    assert rows * 32 * 28 * 28 * 4 <= DECODE_BYTES < (rows + 1) * 32 * 28 * 28 * 4
+    assert decode_rows(VAE(VAEConfig(hidden=(16,), latent_dim=2))) == MLP_ROWS

@@ -75,6 +75,20 @@ def active_units(scores: Scores, threshold: float = ACTIVE_UNIT_THRESHOLD) -> Te
     return scores.mu.var(0, unbiased=False) > threshold
 
 
+DECODE_BYTES = 256 * 2**20  # the widest activation of one chunk of IWAE decodes, at most
+MLP_ROWS = 20_000  # an MLP's rows are small: this many fit any MLP the spec allows
+
+
+def decode_rows(model: VAE) -> int:
+    """How many latent samples IWAE decodes at once: an MLP's many, a conv's as many as keep its
+    widest activation (first hidden channels at full resolution, float32) within DECODE_BYTES, so
+    the chunk stays in memory the CPU reuses instead of pages it faults in."""
+    if getattr(model.config, "arch", None) != "conv":  # an MLP, or an ONNX graph (its own chunks)
+        return MLP_ROWS
+    _, h, w = model.config.image_shape
+    return max(1, DECODE_BYTES // (model.config.hidden[0] * h * w * 4))
+
+
 @torch.no_grad()
 def log_likelihood(
     model: VAE, x: Tensor, k: int, *, batch_size: int = 100, seed: int = 0, progress: bool = False
@@ -87,7 +101,7 @@ def log_likelihood(
     ):
         for i in range(0, len(x), batch_size):
             batch = x[i : i + batch_size].to(model.device)
-            out.append(iwae_bound(model, batch, k, nll=fast.nll(model)).cpu())
+            out.append(iwae_bound(model, batch, k, max_rows=decode_rows(model), nll=fast.nll(model)).cpu())
             bar.update(len(out[-1]))
     return torch.cat(out)
 
