@@ -31,7 +31,16 @@ stop_after 14 checkpoints/fashion-best --dataset fashion-mnist --arch mlp --hidd
   --latent-dim 32 --epochs 60 --lr 1e-3 --lr-schedule cosine --min-lr 1e-5 --warmup-epochs 5
 train --out checkpoints/fashion-best --resume --epochs 40
 
+# emoji-conv: Google's Noto emoji (checkpoints/build_emoji_folder.py), 32 px colour, the 8-bit logistic;
+# the spec then names the folder relative to the project, so the shipped model finds it anywhere.
+[ -d data/emoji ] || $PY checkpoints/build_emoji_folder.py data/emoji
+train --dataset folder --data-dir data/emoji --image-size 32 --channels 3 --likelihood logistic \
+  --arch conv --hidden 32 64 128 --latent-dim 32 --epochs 120 --lr 2e-3 --lr-warmup-epochs 2 \
+  --lr-schedule cosine --min-lr 1e-5 --warmup-epochs 5 --precision bf16 --out checkpoints/emoji-conv
+$PY checkpoints/relocate_folder.py checkpoints/emoji-conv data/emoji
+
 evaluate checkpoints/mnist-2d --k 1000
 evaluate checkpoints/fashion-2d --k 1000
 evaluate checkpoints/mnist-best --k 5000
 evaluate checkpoints/fashion-best --k 1000
+evaluate checkpoints/emoji-conv --k 1000
