@@ -73,6 +73,7 @@ class Bernoulli:
         return -bernoulli_nll(params, x)
 
     def mean(self, params: Tensor) -> Tensor:
+        """The mean of each pixel, sigmoid(logit): a grey level, not a draw of 0s and 1s."""
         return torch.sigmoid(params)
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -100,6 +101,7 @@ class Gaussian:
         return per_pixel.flatten(1).sum(1)
 
     def mean(self, params: Tensor) -> Tensor:
+        """The mean of each pixel: the decoder's output itself."""
         return params
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -151,6 +153,9 @@ class DiscretizedLogistic:
         return self.log_prob_pixels(x, params).flatten(1).sum(1)
 
     def mean(self, params: Tensor) -> Tensor:
+        """The location of each pixel's logistic, clamped to [0, 1]: its mode and median. (The
+        discretised distribution's mean sits nearer the middle where the scale is wide; the mode is
+        the sharper picture, and the one PixelCNN++-style decoders show.)"""
         return self.split(params)[0].clamp(0.0, 1.0)
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
