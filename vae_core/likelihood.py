@@ -155,7 +155,7 @@ class DiscretizedLogistic:
     def mean(self, params: Tensor) -> Tensor:
         """The location of each pixel's logistic, clamped to [0, 1]: its mode and median. (The
         discretised distribution's mean sits nearer the middle where the scale is wide; the mode is
-        the sharper picture, and the one PixelCNN++-style decoders show.)"""
+        the sharper picture.)"""
         return self.split(params)[0].clamp(0.0, 1.0)
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
