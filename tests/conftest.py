@@ -1,15 +1,18 @@
-"""Shared fixtures: small synthetic datasets, tiny models, and the real MNIST when it is present."""
+"""Shared fixtures: small synthetic datasets, tiny models, the real MNIST when it is present, and a
+recorder of the runs the app starts."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from vae_core import ImageSet, VAEConfig, load_images
+from vae_core import ImageSet, VAEConfig, jobs, load_images
 from vae_core.data import locate
+from vae_core.records import Outcome, write_outcome
 
 # Test processes and the servers they start skip the app's background numba warm-up (30-40 s of a
 # core each); the Atlas page still compiles UMAP on demand, and its own tests cover that.
@@ -59,3 +62,21 @@ def mnist_test() -> ImageSet:
     if locate("mnist", "test"):
         return load_images("mnist", "test", download=False)
     pytest.skip("MNIST IDX files not found in ../shared/mnist or data/mnist")
+
+
+@pytest.fixture
+def launched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The trainer flags of every run the app starts, in a runs folder of tmp_path; no trainer runs:
+    each "launch" writes a stopped outcome and returns an ended process."""
+    monkeypatch.setenv("VAE_RUNS_DIR", str(tmp_path / "runs"))
+    flags_seen: list[list[str]] = []
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+
+    def record(folder: Path, flags: list[str]) -> tuple[int, list[str]]:
+        flags_seen.append(flags)
+        write_outcome(folder, Outcome("stopped", "stopped by the test"))  # a trainer that has ended
+        return ended.pid, ["python", "-m", "vae_core", "train", *flags]
+
+    monkeypatch.setattr(jobs, "_launch", record)
+    return flags_seen

@@ -4,16 +4,13 @@ the same from the CLI, the Train form and a job's trainer flags."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.colour_model import make_colour_folder
-from vae_core import jobs
 from vae_core.cli import build_parser, run_spec
-from vae_core.records import Outcome, write_outcome
 from vae_core.spec import DataSpec, RunSpec, default_likelihood, to_argv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,22 +80,11 @@ def test_unknown_data_keys_are_still_refused_by_name() -> None:
     [(0, "from the data", "logistic"), (1, "from the data", "bernoulli"), (0, "bernoulli", "bernoulli")],
 )
 def test_the_train_form_starts_a_folder_run_with_the_data_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: int, choice: str, likelihood: str
+    tmp_path: Path, launched: list[list[str]], channels: int, choice: str, likelihood: str
 ) -> None:
     """The Train form, its likelihood left "from the data", starts a colour folder run with the
     logistic and a grey one with bernoulli; bernoulli chosen on colour is kept. The job file and the
     trainer's flags agree with the CLI."""
-    monkeypatch.setenv("VAE_RUNS_DIR", str(tmp_path / "runs"))
-    launched: list[list[str]] = []
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-
-    def record(folder: Path, flags: list[str]) -> tuple[int, list[str]]:
-        launched.append(flags)
-        write_outcome(folder, Outcome("stopped", "stopped by the test"))  # a trainer that has ended
-        return ended.pid, ["python", "-m", "vae_core", "train", *flags]
-
-    monkeypatch.setattr(jobs, "_launch", record)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.switch_page("pages/7_Train.py").run()
     at.selectbox(key="t_dataset").set_value("folder")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,14 +18,12 @@ from vae_core import (
     RunSpec,
     TrainConfig,
     VAEConfig,
-    jobs,
     load_checkpoint,
     model,
     save_checkpoint,
 )
 from vae_core.checkpoint import MODEL_FILE, read_spec, spec_from_v1
 from vae_core.cli import build_parser, run_spec
-from vae_core.records import Outcome, write_outcome
 from vae_core.spec import SECTIONS, FormField, Runtime, form_fields, to_argv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,21 +188,10 @@ def set_widget(at: AppTest, f: FormField, value: object) -> None:
 
 @pytest.mark.parametrize("argv", [MNIST_BEST, EVERY_OPTION], ids=["mnist-best", "every-option"])
 def test_the_form_starts_every_run_the_cli_can(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+    tmp_path: Path, launched: list[list[str]], argv: list[str]
 ) -> None:
     """Every spec option has a widget; set to a recipe, the form starts a run whose job file holds
     the spec the CLI makes of the same flags, and whose trainer flags parse back to it."""
-    monkeypatch.setenv("VAE_RUNS_DIR", str(tmp_path / "runs"))
-    launched: list[list[str]] = []
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-
-    def record(folder: Path, flags: list[str]) -> tuple[int, list[str]]:
-        launched.append(flags)
-        write_outcome(folder, Outcome("stopped", "stopped by the test"))  # a trainer that has ended
-        return ended.pid, ["python", "-m", "vae_core", "train", *flags]
-
-    monkeypatch.setattr(jobs, "_launch", record)
     expected = parse(argv)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.switch_page("pages/7_Train.py").run()
