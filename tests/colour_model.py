@@ -9,7 +9,6 @@ Use `colour_env` (a module fixture: sets VAE_RUNS_DIR and VAE_CACHE_DIR before a
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.helpers import environ
 from vae_core import jobs
 from vae_core.spec import RunSpec
 
@@ -89,14 +89,8 @@ def train_colour_run(runs: Path, data: Path, name: str = "colour") -> Path:
 def colour_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private runs folder and disk cache for this module (set before any server starts)."""
     base = tmp_path_factory.mktemp("colour")
-    saved = {k: os.environ.get(k) for k in ("VAE_RUNS_DIR", "VAE_CACHE_DIR")}
-    os.environ.update(VAE_RUNS_DIR=str(base / "runs"), VAE_CACHE_DIR=str(base / "cache"))
-    yield base
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environ(VAE_RUNS_DIR=str(base / "runs"), VAE_CACHE_DIR=str(base / "cache")):
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ VAE_RUNS_DIR pointing at an empty one. Screenshots at 1400 px go to test-artifac
 
 from __future__ import annotations
 
-import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.helpers import environ
 from tests.test_browser import (  # noqa: F401  (fixtures)
     ARTIFACTS,
     PAGES,
@@ -31,7 +31,6 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 ALL_PAGES = {**PAGES, "Posterior": "Posterior"}
 PROBLEMS = "[data-testid=stMain] .stException, [data-testid=stAlertContentError]"
-ENV = ("VAE_CHECKPOINT", "VAE_RUNS_DIR", "VAE_WARM_UP_UMAP")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,15 +38,9 @@ def onnx_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The shipped mnist-2d exported as ONNX, given to the server as its start-up checkpoint."""
     folder = tmp_path_factory.mktemp("onnx") / "mnist-2d-onnx"
     assert main(["export", str(ROOT / "checkpoints/mnist-2d"), "--onnx", str(folder)]) == 0
-    saved = {k: os.environ.get(k) for k in ENV}
     runs = tmp_path_factory.mktemp("runs")
-    os.environ.update(VAE_CHECKPOINT=str(folder), VAE_RUNS_DIR=str(runs), VAE_WARM_UP_UMAP="0")
-    yield folder
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environ(VAE_CHECKPOINT=str(folder), VAE_RUNS_DIR=str(runs), VAE_WARM_UP_UMAP="0"):
+        yield folder
 
 
 def test_every_page_renders_the_onnx_model(server, page, onnx_env: Path) -> None:  # noqa: F811

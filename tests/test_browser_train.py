@@ -6,12 +6,12 @@ pointing at a temporary folder and a small synthetic dataset given as the form's
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import environ
 from tests.test_browser import browser, page, screenshot_on_failure, server  # noqa: F401  (fixtures)
 from tests.test_cli import idx_folder
 
@@ -28,14 +28,8 @@ LOGGED_STEPS = EPOCHS * 256 // BATCH // 20
 def runs_env(tmp_path_factory) -> Iterator[Path]:
     """Runs in a temporary folder, re-read every second; set before the server starts."""
     runs = tmp_path_factory.mktemp("runs")
-    saved = {k: os.environ.get(k) for k in ("VAE_RUNS_DIR", "VAE_TRAIN_REFRESH_S")}
-    os.environ.update(VAE_RUNS_DIR=str(runs), VAE_TRAIN_REFRESH_S="1")
-    yield runs
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environ(VAE_RUNS_DIR=str(runs), VAE_TRAIN_REFRESH_S="1"):
+        yield runs
 
 
 def test_start_a_run_and_see_the_curves_update(server, page, runs_env, tmp_path) -> None:  # noqa: F811
