@@ -6,7 +6,7 @@ The other pages live in pages/, Streamlit's built-in multipage folder.
 
 import streamlit as st
 
-from explorer import figures, loaders, state, widgets
+from explorer import figures, loaders, meta, state, widgets
 from vae_core import explore as ex
 
 ck = widgets.page("VAE latent-space explorer", sidebar_card=False)  # the card is on this page
@@ -14,14 +14,15 @@ model = loaders.model(ck)
 
 st.markdown(
     "A **variational autoencoder** learns an encoder $q_\\phi(z\\mid x)=\\mathcal N(\\mu_\\phi(x),"
-    "\\operatorname{diag}\\sigma^2_\\phi(x))$ and a decoder $p_\\theta(x\\mid z)$ (here one Bernoulli per "
-    "pixel, with logits from the network) under the prior $p(z)=\\mathcal N(0, I)$. Sampling is "
+    "\\operatorname{diag}\\sigma^2_\\phi(x))$ and a decoder $p_\\theta(x\\mid z)$ (here "
+    f"{meta.likelihood(model).pixels}) under the prior $p(z)=\\mathcal N(0, I)$. Sampling is "
     "reparameterised, $z=\\mu+\\sigma\\odot\\varepsilon$ with $\\varepsilon\\sim\\mathcal N(0,I)$, so both "
     "networks are trained together by maximising the evidence lower bound:"
 )
-st.latex(
-    r"\log p_\theta(x) \;\ge\; \mathrm{ELBO}(x) = \mathbb E_{q_\phi(z\mid x)}\big[\log p_\theta(x\mid z)\big]"
-    r" - \mathrm{KL}\big(q_\phi(z\mid x)\,\|\,p(z)\big)"
+st.latex(  # two lines, so that it fits a narrow window
+    r"\begin{aligned}\log p_\theta(x) \;\ge\; \mathrm{ELBO}(x) &= \mathbb E_{q_\phi(z\mid x)}"
+    r"\big[\log p_\theta(x\mid z)\big] \\ &\quad - \mathrm{KL}\big(q_\phi(z\mid x)\,\|\,p(z)\big)"
+    r"\end{aligned}"
 )
 st.markdown(
     "Below, *recon* is $-\\mathbb E_q[\\log p(x\\mid z)]$ and *KL* the second term, both in nats per test "
@@ -78,11 +79,13 @@ def reconstructions() -> None:
         x_hat, error = ex.reconstruct(model, x)
         widgets.picture(
             widgets.png(ex.to_images(x), 12),
-            caption="model input x (binarised as in evaluation)",
+            caption=meta.input_caption(model),
             width="stretch",
         )
         widgets.picture(
-            widgets.png(x_hat, 12), caption="reconstruction: the decoded posterior mean", width="stretch"
+            widgets.png(x_hat, 12),
+            caption=f"reconstruction: the decoded posterior mean ({meta.likelihood(model).shown})",
+            width="stretch",
         )
         widgets.picture(
             widgets.png(ex.error_heat(error), 12),

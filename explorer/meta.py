@@ -1,5 +1,6 @@
 """What the UI reads of a checkpoint's stored configuration, in one place: its dataset, how its
-inputs are binarised, and the model card, all from its typed run spec (`model.meta.spec`)."""
+inputs are binarised, its likelihood in words, and the model card, all from its typed run spec
+(`model.meta.spec`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from vae_core import VAE
 from vae_core.data import FOLDER
+from vae_core.likelihood import Description, describe
 from vae_core.onnx_model import OnnxVAE
 from vae_core.spec import DataSpec
 
@@ -17,6 +19,12 @@ from vae_core.spec import DataSpec
 def dataset(model: VAE) -> str:
     """The dataset the model was trained on ("mnist", "fashion", ...)."""
     return model.meta.spec.data.name
+
+
+def dataset_label(model: VAE) -> str:
+    """The dataset as a reader knows it: a named set's name, or a folder's path ("data/emoji (folder)")."""
+    data = model.meta.spec.data
+    return f"{data.folder} ({FOLDER})" if data.name == FOLDER and data.folder else data.name
 
 
 def data_key(model: VAE) -> str:
@@ -38,6 +46,18 @@ def data_spec(key: str) -> DataSpec:
 def binarization(model: VAE) -> str:
     """How the model's inputs were binarised in training ("none", "dynamic", ...); evaluation follows it."""
     return model.meta.spec.data.binarize
+
+
+def likelihood(model: VAE | OnnxVAE) -> Description:
+    """The model's pixel likelihood in words: what p(x|z) is and what a decoded image shows."""
+    return describe(model.likelihood.name)
+
+
+def input_caption(model: VAE) -> str:
+    """What the model's input x is, as a picture's caption: binarised for a "dynamic" model."""
+    if binarization(model) == "dynamic":
+        return "model input x (binarised as in evaluation)"
+    return "model input x"
 
 
 def card(model: VAE | OnnxVAE) -> dict[str, str]:
@@ -63,7 +83,7 @@ def trained_rows(model: VAE) -> dict[str, str]:
     """What our checkpoint's run spec says: data, architecture, sizes and training."""
     spec, config = model.meta.spec, model.config
     rows = {
-        "dataset": dataset(model),
+        "dataset": dataset_label(model),
         "architecture": f"{config.arch} ({config.activation})",
         "hidden": " × ".join(map(str, config.hidden)),
         "latent dim": str(config.latent_dim),
@@ -81,7 +101,7 @@ def metric_rows(metrics: dict, latent_dim: int) -> dict[str, str]:
     rows = {}
     if "elbo" in metrics:
         rows["test ELBO (nats / image)"] = (
-            f"{metrics['elbo']:.2f} = −({metrics['recon']:.2f} recon + {metrics['kl']:.2f} KL)"
+            f"{signed(metrics['elbo'])} = −({metrics['recon']:.2f} recon + {metrics['kl']:.2f} KL)"
         )
     if "nll" in metrics:
         rows["test NLL (nats / image)"] = f"{metrics['nll']:.2f} (IWAE, k = {metrics.get('nll_k', '?')})"
@@ -91,6 +111,11 @@ def metric_rows(metrics: dict, latent_dim: int) -> dict[str, str]:
     if "active_units" in metrics:
         rows["active units"] = f"{metrics['active_units']} of {latent_dim}"
     return rows
+
+
+def signed(value: float) -> str:
+    """A number to two decimals with a true minus sign (−), as in the formula beside it."""
+    return f"{value:.2f}".replace("-", "−")
 
 
 def cards_frame(models: dict[str, VAE]) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Widgets shared by the pages: the page frame (navigation, checkpoint picker, model card), the test
-set with its how-to-get-it message, the test-image picker, the latent-point input, pictures (PNG
-bytes shown as they are), and a picture from the user (a drawing or an upload)."""
+set with its how-to-get-it message (files to put in place or download, or a folder to restore), the
+test-image picker, the latent-point input, pictures (PNG bytes shown as they are), and a picture from
+the user (a drawing or an upload)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ from explorer import loaders, meta, paths, state
 from explorer.paths import Checkpoint
 from vae_core import VAE, CheckpointError, DatasetError, load_images
 from vae_core import explore as ex
-from vae_core.data import data_root
+from vae_core.data import FOLDER, data_root
 from vae_core.preprocess import MAX_FILE_BYTES
 
 # ---------------------------------------------------------------- page frame, picker, model card
@@ -174,12 +176,20 @@ def errors() -> Iterator[None]:
 # ---------------------------------------------------------------- the test set
 
 
+# The shipped emoji model's folder (relative to the project root) and the script that builds it.
+EMOJI_FOLDER = Path("data/emoji")
+BUILD_EMOJI = f"python checkpoints/build_emoji_folder.py {EMOJI_FOLDER.as_posix()}"
+
+
 def test_set(model: VAE) -> loaders.TestSet | None:
     """The test split of the model's dataset, or None after telling the user how to provide it."""
     name = meta.dataset(model)
     try:
         return loaders.test_set(meta.data_key(model))
     except DatasetError as e:
+        if name == FOLDER:
+            st.warning(missing_folder(model.meta.spec.data.folder, e), icon=":material/folder_off:")
+            return None
         st.warning(
             f"Parts of this page need the {name} test set. {e}\n\n"
             f"For this app: put the IDX files in `{data_root() / name}`, or start it with "
@@ -189,6 +199,19 @@ def test_set(model: VAE) -> loaders.TestSet | None:
         if st.button(f"Download {name} now with torchvision (needs the internet)", key=f"download_{name}"):
             _download(name)
         return None
+
+
+def missing_folder(folder: str, error: Exception) -> str:
+    """Why a folder model's test images are missing, and how to get the folder its spec names back."""
+    said = f"Parts of this page need the test images of the folder `{folder}` this model was trained on. "
+    if not folder:
+        return said + plain(error)
+    where = Path(folder) if Path(folder).is_absolute() else paths.PROJECT_ROOT / folder
+    if where.resolve() == (paths.PROJECT_ROOT / EMOJI_FOLDER).resolve():
+        how = f"Build it with `{BUILD_EMOJI}` (from the project root), then reload."
+    else:
+        how = f"Restore `{folder}` (its images, a subfolder per class) where the spec names it, then reload."
+    return f"{said}{plain(error)}\n\n{how}"
 
 
 def _download(name: str) -> None:

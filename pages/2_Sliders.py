@@ -8,7 +8,7 @@ column) while the sliders scroll.
 import numpy as np
 import streamlit as st
 
-from explorer import loaders, state, widgets
+from explorer import loaders, meta, state, widgets
 from vae_core import explore as ex
 
 SLIDER_COLUMNS = 2  # sliders side by side, so that 32 dimensions fit on a screen or two
@@ -37,7 +37,9 @@ start, source = st.columns([1, 3])
 with source:
     z_start = widgets.latent_input(ck, test, "start", sources=state.SOURCES)
 with start:
-    st.button("Start from this point", on_click=state.set_z, args=(ck, z_start), type="primary")
+    st.button(  # wrapped, not cut off, in a narrow window
+        "Start from this point", on_click=state.set_z, args=(ck, z_start), type="primary", wrap=True
+    )
     st.button("Reset to the origin", on_click=state.set_z, args=(ck, widgets.origin(model)))
 
 
@@ -62,9 +64,8 @@ def sliders() -> None:
     z = state.slider_z(latent_dim)
     with picture, st.container(key=STICKY), widgets.errors():
         image = ex.decode_images(model, z)[0]
-        widgets.picture(
-            widgets.png(image), caption="decoded z (pixel means, sigmoid of the logits)", width=336
-        )
+        shown = meta.likelihood(model).shown
+        widgets.picture(widgets.png(image), caption=f"decoded z ({shown})", width="stretch")  # the column's
         st.code("z = [" + ", ".join(f"{v:.2f}" for v in z) + "]", language=None, wrap_lines=True)
         st.download_button(
             "Download z (CSV)", lambda: widgets.csv_bytes(z), "z.csv", "text/csv", on_click="ignore"

@@ -6,7 +6,9 @@ from explorer import figures, loaders, meta, paths, state, widgets
 from vae_core import explore as ex
 
 ck = widgets.page("Compare")
-options = [name for name in paths.checkpoint_options() if name != ck.name] or [ck.name]
+# every checkpoint the sidebar offers, those opened by path in this session too
+offered = paths.checkpoint_options(widgets.opened_models())
+options = [name for name in offered if name != ck.name] or [ck.name]
 same_data = [name for name in options if loaders.dataset_of(name) == meta.dataset(loaders.model(ck))]
 chosen = state.choice(
     st.selectbox,
@@ -23,9 +25,10 @@ st.subheader("Model cards")
 st.table(meta.cards_frame({f"A: {ck.name}": models["A"], f"B: {other.name}": models["B"]}))
 
 st.subheader("Reconstructions of the same test images")
-datasets = {name: meta.dataset(model) for name, model in models.items()}
+datasets = {name: meta.data_key(model) for name, model in models.items()}  # two folders can differ
 if datasets["A"] != datasets["B"]:
-    st.info(f"A was trained on {datasets['A']} and B on {datasets['B']}: no common test images.")
+    a, b = (meta.dataset_label(model) for model in models.values())
+    st.info(widgets.plain(f"A was trained on {a} and B on {b}: no common test images."))
 elif (test := widgets.test_set(models["A"])) is not None:
     indices = widgets.random_indices(len(test), 12, seed=0)
     widgets.picture(

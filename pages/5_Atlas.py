@@ -190,7 +190,7 @@ def highlights(n: int) -> None:
         order = pj.worst(values, n)
         st.markdown(f"**{title}** (nats / image under each)")
         captions = [f"#{i}: {values[i]:.0f}" for i in order]
-        widgets.image_row(ex.to_images(loaders.model_inputs(ck, test, order)), captions, width=56)
+        widgets.image_strip(ex.to_images(loaders.model_inputs(ck, test, order)), captions, width=56)
 
 
 # ---------------------------------------------------------------- the page
@@ -224,7 +224,7 @@ def atlas() -> None:
             width="stretch",
         )
         st.caption(
-            f"{len(test):,} test images ({meta.dataset(model)}), posterior means projected by "
+            f"{len(test):,} test images ({meta.dataset_label(model)}), posterior means projected by "
             f"{LABELS[method]}, "
             f"seed {seed}. Hover a point for its image, empty space for the image decoded there."
         )

@@ -12,6 +12,10 @@ from vae_core import projection as pj
 from vae_core.preprocess import preprocessing
 
 SAMPLES, NEIGHBOURS = 16, 8
+# Per kind of input: posterior samples a row and a neighbour's width (px). A 32-px colour picture
+# needs more room than a 28-px digit to be seen in the narrow right-hand column.
+SAMPLES_PER_ROW = {"digit": SAMPLES // 2, "picture": SAMPLES // 4}
+NEIGHBOUR_WIDTH = {"digit": 56, "picture": 72}
 RESULTS_MIN_WIDTH = 400  # px: three pictures and the metrics side by side need about this much
 SLIDERS, INTERPOLATE = "pages/2_Sliders.py", "pages/3_Interpolate.py"
 
@@ -117,13 +121,14 @@ def posterior_samples(mu: np.ndarray, logvar: np.ndarray) -> None:
     with widgets.errors():
         z = ex.sample_posterior(mu, logvar, SAMPLES, seed=seed)
         images = ex.decode_images(model, z)
-        widgets.picture(widgets.png(images, SAMPLES // 2), caption="decodes of z ~ q(z|x)", width="stretch")
+        tiled = widgets.png(images, SAMPLES_PER_ROW[kind])
+        widgets.picture(tiled, caption="decodes of z ~ q(z|x)", width="stretch")
 
 
 def neighbours(mu: np.ndarray) -> None:
     indices, distances = ex.nearest(loaders.scores(ck, test)["mu"], mu, NEIGHBOURS)
     captions = [f"{test.classes[test.labels[i]]} · {d:.2f}" for i, d in zip(indices, distances, strict=True)]
-    widgets.image_strip(ex.uint8_images(test.images[indices]), captions, width=56)
+    widgets.image_strip(ex.uint8_images(test.images[indices]), captions, width=NEIGHBOUR_WIDTH[kind])
     st.caption(f"Test images whose posterior means are closest to your {THING}'s (Euclidean distance).")
 
 

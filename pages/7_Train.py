@@ -203,6 +203,9 @@ def missing_data() -> None:
         return
     name, why, explicit_folder = st.session_state[MISSING]
     st.error(f"Not started: {widgets.plain(why)}", icon=":material/folder_off:")
+    if name == FOLDER:  # the images are the user's own: nothing to download
+        st.info("Give the data folder (under Advanced): a path on this server or a zip of your images.")
+        return
     if not explicit_folder and st.button(f"Download {name} now with torchvision (needs the internet)"):
         with st.spinner(f"Downloading {name}…"):
             try:

@@ -95,7 +95,7 @@ def settings() -> tuple[int, int]:
 def compute(key: str, x, n: int, steps: int) -> gp.ImageGaps:
     bar = st.progress(0.0, text="Computing…")
     result = loaders.explanation(
-        ck, key, x, n=n, steps=steps, progress=lambda f, stage: bar.progress(f, text=f"Computing {stage}…")
+        ck, key, x, n=n, steps=steps, progress=lambda f, stage: bar.progress(f, text=f"Computing: {stage}…")
     )
     bar.empty()
     return result

@@ -86,9 +86,9 @@ def test_encode_uploads_a_colour_picture(server, browser, trained, tmp_path):  #
         with screenshot_on_failure(page, "colour-encode-failed"):
             page.goto(url(server, "Encode", trained))
             page.get_by_role("heading", name="Encode", level=1).wait_for(timeout=90_000)
-            page.locator("[data-testid=stFileUploader]").wait_for(timeout=90_000)
+            page.locator("[data-testid=stMain] [data-testid=stFileUploader]").wait_for(timeout=90_000)
             assert page.locator("canvas").count() == 0
-            page.locator("input[type=file]").set_input_files(str(tmp_path / "photo.png"))
+            page.locator("[data-testid=stMain] input[type=file]").set_input_files(str(tmp_path / "photo.png"))
             page.get_by_text("what the model sees (32 × 32)").wait_for(timeout=90_000)
             page.locator("[data-testid=stMain] .js-plotly-plot").first.wait_for(timeout=90_000)
             page.wait_for_timeout(2000)

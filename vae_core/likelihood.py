@@ -177,3 +177,35 @@ def get(name: str) -> Likelihood:
     if name not in LIKELIHOODS:
         raise ValueError(f"Unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
     return LIKELIHOODS[name]
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a likelihood means, in words for a reader: the decoder's pixel model and the image shown."""
+
+    pixels: str  # p(x|z), completing "a decoder p(x|z): ..."
+    shown: str  # the image displayed for a decoded z
+
+
+DESCRIPTIONS: dict[str, Description] = {
+    "bernoulli": Description(
+        pixels="one Bernoulli per pixel, with logits from the network",
+        shown="pixel means, sigmoid of the logits",
+    ),
+    "logistic": Description(
+        pixels="a logistic per pixel and channel discretised into 256 levels (PixelCNN++), with its "
+        "location and scale from the network",
+        shown="each pixel's logistic location, clamped to [0, 1]",
+    ),
+    "gaussian": Description(
+        pixels="one Gaussian per pixel with a fixed scale, its mean from the network",
+        shown="pixel means",
+    ),
+}
+
+
+def describe(name: str) -> Description:
+    """A short description of the likelihood called `name`, for a page or a model card."""
+    if name not in DESCRIPTIONS:
+        return Description(pixels=f"a {name} likelihood per pixel", shown="the likelihood's mean")
+    return DESCRIPTIONS[name]
