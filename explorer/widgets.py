@@ -328,10 +328,20 @@ def max_grid_side(image_shape: tuple[int, ...]) -> int:
     return max(GRID_SIDES[0] + 1, min(GRID_SIDES[2], side))  # a slider needs two values at least
 
 
+FEWEST_BY_DEFAULT = 5  # cells per side a grid of large images starts at, at least
+
+
+def default_grid_side(image_shape: tuple[int, ...]) -> int:
+    """The side a grid starts at: as many pixel values as the 15x15 digit grid (so a colour picture
+    gets bigger cells: 7 a side at 32x32), at least FEWEST_BY_DEFAULT, at most `max_grid_side`."""
+    side = math.isqrt(GRID_SIDES[1] ** 2 * GRID_VALUES // GRID_SIDES[2] ** 2 // math.prod(image_shape))
+    return min(max_grid_side(image_shape), max(FEWEST_BY_DEFAULT, side))
+
+
 def grid_side(image_shape: tuple[int, ...]) -> int:
     """The grid-size slider, up to `max_grid_side` for the model's images."""
     high = max_grid_side(image_shape)
-    default = min(GRID_SIDES[1], high)
+    default = default_grid_side(image_shape)
     return state.slider("grid size (cells per side)", GRID_SIDES[0], high, key="n", default=default)
 
 

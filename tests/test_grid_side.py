@@ -41,8 +41,16 @@ def test_max_grid_side_keeps_the_pixel_values_of_the_largest_digit_grid(image_sh
     assert side in (3, 30) or side**2 * values <= widgets.GRID_VALUES < (side + 1) ** 2 * values
 
 
+@pytest.mark.parametrize(
+    ("image_shape", "side"), [((1, 28, 28), 15), ((3, 32, 32), 7), ((3, 64, 64), 5), ((1, 64, 64), 6)]
+)
+def test_a_grid_starts_at_the_pixel_values_of_the_default_digit_grid(image_shape, side) -> None:
+    """The default side decodes about as many pixel values as 15x15 digits (at least 5, at most the cap)."""
+    assert widgets.default_grid_side(image_shape) == side
+
+
 def test_grid_page_offers_a_colour_model_seven_cells_a_side(colour_checkpoint: Path, monkeypatch) -> None:
-    """On a 64x64 colour model the grid slider spans 2 to 7; a linked n=30 is ignored with a notice."""
+    """On a 64x64 colour model the grid slider spans 2 to 7, from 5; a linked n=30 is ignored, said."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setattr(pj, "warm_up_umap", lambda: type("Done", (), {"is_alive": lambda self: False})())
@@ -53,7 +61,7 @@ def test_grid_page_offers_a_colour_model_seven_cells_a_side(colour_checkpoint: P
     at.switch_page("pages/1_Latent_grid.py").run()
     assert not at.exception, [e.value for e in at.exception]
     slider = at.slider(key="n")
-    assert (slider.min, slider.max, slider.value) == (2, 7, 7)
+    assert (slider.min, slider.max, slider.value) == (2, 7, 5)
     assert "Ignored the link's n = 30" in " ".join(t.value for t in at.toast)
 
 
