@@ -15,19 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import pages_but
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-PAGES = {
-    "": "VAE latent-space explorer",
-    "Latent_grid": "Latent grid",
-    "Sliders": "Sliders",
-    "Interpolate": "Interpolate",
-    "Compare": "Compare",
-    "Atlas": "Atlas",
-    "Encode": "Encode",
-    "Train": "Train",
-}
+PAGES = pages_but("Posterior")  # tests/test_browser_posterior.py has its own
 
 pytestmark = pytest.mark.browser
 

@@ -14,22 +14,14 @@ from PIL import Image
 
 from explorer import paths
 from tests.colour_model import colour_env, colour_run  # noqa: F401  (fixtures)
+from tests.helpers import pages_but
 from tests.test_browser import ARTIFACTS, browser, screenshot_on_failure, server, settle  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
 WIDTH = 1400
 TALL = {"Train": 3000, "Atlas": 2400, "": 2000}  # viewport heights that hold the whole page
-PAGES = {  # URL path: title
-    "": "VAE latent-space explorer",
-    "Latent_grid": "Latent grid",
-    "Sliders": "Sliders",
-    "Interpolate": "Interpolate",
-    "Compare": "Compare",
-    "Atlas": "Atlas",
-    "Posterior": "Posterior",
-    "Train": "Train",
-}
+PAGES = pages_but("Encode")  # an upload: its own test below
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.helpers import PAGE_TITLES
 from tests.test_browser import ARTIFACTS, ROOT, browser, screenshot_on_failure, server, settle  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -26,17 +27,7 @@ if not (ROOT / "data" / "emoji").is_dir():
 
 WIDTH = 1024  # the narrowest width the layout is made for
 TALL = {"Train": 3000, "Atlas": 2400, "": 2400, "Compare": 2400}  # viewport heights that hold the page
-PAGES = {  # URL path: title
-    "": "VAE latent-space explorer",
-    "Latent_grid": "Latent grid",
-    "Sliders": "Sliders",
-    "Interpolate": "Interpolate",
-    "Compare": "Compare",
-    "Atlas": "Atlas",
-    "Encode": "Encode",
-    "Posterior": "Posterior",
-    "Train": "Train",
-}
+PAGES = PAGE_TITLES
 QUERY = {"Compare": "&other=" + quote("checkpoints/mnist-best", safe=""), "Atlas": "&atlas_method=pca"}
 
 
