@@ -104,7 +104,8 @@ def metric_rows(metrics: dict, latent_dim: int) -> dict[str, str]:
             f"{signed(metrics['elbo'])} = −({metrics['recon']:.2f} recon + {metrics['kl']:.2f} KL)"
         )
     if "nll" in metrics:
-        rows["test NLL (nats / image)"] = f"{metrics['nll']:.2f} (IWAE, k = {metrics.get('nll_k', '?')})"
+        on = f", first {metrics['nll_n']} images" if "nll_n" in metrics else ""
+        rows["test NLL (nats / image)"] = f"{metrics['nll']:.2f} (IWAE, k = {metrics.get('nll_k', '?')}{on})"
     if "bits_per_dim" in metrics:
         bound = "IWAE NLL" if metrics.get("bits_per_dim_from") == "nll" else "−ELBO, a bound"
         rows["test bits / dim"] = f"{metrics['bits_per_dim']:.3f} ({bound})"

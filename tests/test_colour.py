@@ -70,6 +70,11 @@ def test_the_model_card_and_report_show_bits_per_dim(colour_model: VAE) -> None:
     )
     grey = VAE(VAEConfig(hidden=(8,)))
     assert "bits_per_dim" not in summarize(grey, torch.rand(4, 1, 28, 28).round(), check=False)
+    # an NLL on the first images only says so on the card and in the report
+    part = summarize(colour_model, x, k=2, nll_n=4, check=False)
+    colour_model.meta.metrics = part
+    assert card(colour_model)["test NLL (nats / image)"].endswith("(IWAE, k = 2, first 4 images)")
+    assert "NLL (k=2, first 4 images)" in format_report("m", "folder", part) and part["n_images"] == 6
 
 
 @pytest.mark.parametrize(
