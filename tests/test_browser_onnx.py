@@ -1,8 +1,9 @@
 """An ONNX model in a real browser: every page renders it, and a zip of one opens from the sidebar.
 
 Reuses the `streamlit run app.py` server and Chromium of tests/test_browser.py, started with
-VAE_CHECKPOINT set to the shipped mnist-2d exported as an ONNX folder in a temporary folder, and
-VAE_RUNS_DIR pointing at an empty one. Screenshots at 1400 px go to test-artifacts/.
+VAE_CHECKPOINT set to a VAE that is not ours (the pytorch/examples architecture, seeded weights)
+exported by the README's recipe into a temporary folder, and VAE_RUNS_DIR pointing at an empty
+one. Screenshots at 1400 px go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import torch
 
 from tests.helpers import environ
 from tests.test_browser import (  # noqa: F401  (fixtures)
@@ -24,20 +26,19 @@ from tests.test_browser import (  # noqa: F401  (fixtures)
     server,
     settle,
 )
+from tests.test_onnx import ExamplesVAE, export_by_readme_recipe
 from vae_core import onnx_model as om
-from vae_core.cli import main
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parent.parent
 ALL_PAGES = {**PAGES, "Posterior": "Posterior"}
 PROBLEMS = "[data-testid=stMain] .stException, [data-testid=stAlertContentError]"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def onnx_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The shipped mnist-2d exported as ONNX, given to the server as its start-up checkpoint."""
-    folder = tmp_path_factory.mktemp("onnx") / "mnist-2d-onnx"
-    assert main(["export", str(ROOT / "checkpoints/mnist-2d"), "--onnx", str(folder)]) == 0
+    """A foreign VAE exported by the README's recipe, given to the server as its start-up checkpoint."""
+    torch.manual_seed(0)
+    folder = export_by_readme_recipe(ExamplesVAE().eval(), tmp_path_factory.mktemp("onnx") / "my-vae")
     runs = tmp_path_factory.mktemp("runs")
     with environ(VAE_CHECKPOINT=str(folder), VAE_RUNS_DIR=str(runs), VAE_WARM_UP_UMAP="0"):
         yield folder
@@ -61,7 +62,7 @@ def test_a_zip_opens_from_the_sidebar(server, page, onnx_env: Path, tmp_path: Pa
     archive = tmp_path / "my model.zip"
     with zipfile.ZipFile(archive, "w") as z:
         for name in om.FILES:
-            z.write(onnx_env / name, f"mnist-2d-onnx/{name}")
+            z.write(onnx_env / name, f"my-vae/{name}")
     with screenshot_on_failure(page, "onnx-open-zip"):
         page.goto(f"{server}/Sliders")
         settle(page, "Sliders")

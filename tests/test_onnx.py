@@ -176,12 +176,9 @@ class ExamplesVAE(nn.Module):
         return torch.sigmoid(self.fc4(torch.relu(self.fc3(z))))
 
 
-def test_readme_recipe_for_a_foreign_vae(tmp_path: Path) -> None:
-    """A VAE not ours, exported exactly as the README shows, loads and is scored like ours."""
-    torch.manual_seed(0)
-    vae = ExamplesVAE().eval()
-    out = tmp_path / "my-vae"
-    out.mkdir()
+def export_by_readme_recipe(vae: ExamplesVAE, out: Path) -> Path:
+    """Write `vae` to the folder `out` exactly as the README's recipe does; the folder."""
+    out.mkdir(parents=True)
 
     # ---- the README's recipe, verbatim
     class Encoder(nn.Module):
@@ -221,6 +218,14 @@ def test_readme_recipe_for_a_foreign_vae(tmp_path: Path) -> None:
         )
     )
     # ---- end of the recipe
+    return out
+
+
+def test_readme_recipe_for_a_foreign_vae(tmp_path: Path) -> None:
+    """A VAE not ours, exported exactly as the README shows, loads and is scored like ours."""
+    torch.manual_seed(0)
+    vae = ExamplesVAE().eval()
+    out = export_by_readme_recipe(vae, tmp_path / "my-vae")
 
     model = load_checkpoint(out)
     x = eval_inputs(synthetic_images(8, seed=5), "none")
