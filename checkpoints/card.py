@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from vae_core import list_checkpoints, load_checkpoint
+from vae_core.evaluation import nll_subset
 
 HERE = Path(__file__).resolve().parent
 
@@ -16,8 +17,7 @@ HERE = Path(__file__).resolve().parent
 def row(path: Path) -> str:
     model = load_checkpoint(path)
     c, m, spec = model.config, model.meta.metrics, model.meta.spec
-    on = f", first {m['nll_n']}" if "nll_n" in m else ""
-    nll = f"{m['nll']:.2f} (k={m['nll_k']}{on})" if "nll" in m else "–"
+    nll = f"{m['nll']:.2f} (k={m['nll_k']}{nll_subset(m).removesuffix(' images')})" if "nll" in m else "–"
     bits = f"{m['bits_per_dim']:.3f}" if "bits_per_dim" in m else "–"
     shape = "×".join(map(str, c.image_shape))
     data = f"folder `{spec.data.folder}`" if spec.data.folder else model.meta.dataset

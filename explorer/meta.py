@@ -11,6 +11,7 @@ import pandas as pd
 
 from vae_core import VAE
 from vae_core.data import FOLDER
+from vae_core.evaluation import nll_subset
 from vae_core.likelihood import Description, describe
 from vae_core.onnx_model import OnnxVAE
 from vae_core.spec import DataSpec
@@ -104,7 +105,7 @@ def metric_rows(metrics: dict, latent_dim: int) -> dict[str, str]:
             f"{signed(metrics['elbo'])} = −({metrics['recon']:.2f} recon + {metrics['kl']:.2f} KL)"
         )
     if "nll" in metrics:
-        on = f", first {metrics['nll_n']} images" if "nll_n" in metrics else ""
+        on = nll_subset(metrics)
         rows["test NLL (nats / image)"] = f"{metrics['nll']:.2f} (IWAE, k = {metrics.get('nll_k', '?')}{on})"
     if "bits_per_dim" in metrics:
         bound = "IWAE NLL" if metrics.get("bits_per_dim_from") == "nll" else "−ELBO, a bound"

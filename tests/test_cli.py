@@ -97,7 +97,7 @@ def test_train_then_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixture)
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data-dir", str(data), "--k", "20", "--json", "--write"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["n_images"] == 64 and metrics["nll_k"] == 20
+    assert metrics["n_images"] == 64 and metrics["nll_k"] == 20 and metrics["nll_n"] == 64
     assert metrics["nll"] <= -metrics["elbo"] + 1.0  # the IWAE bound is tighter than the ELBO
     assert metrics["elbo"] == pytest.approx(-(metrics["recon"] + metrics["kl"]))
     assert len(metrics["kl_per_dim"]) == 3 and 0 <= metrics["active_units"] <= 3
@@ -111,6 +111,11 @@ def test_train_then_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert part["n_images"] == 64 and part["nll_n"] == 10 and part["elbo"] == metrics["elbo"]
     assert main(["evaluate", str(out), "--data-dir", str(data), "--k", "20", "--n", "10", "--json"]) == 0
     assert part["nll"] == json.loads(capsys.readouterr().out)["nll"]  # the same seeded draws
+    # a partial NLL written, then a whole one: the card no longer says "first 10"
+    assert main(["evaluate", str(out), "--data-dir", str(data), "--k", "20", "--nll-n", "10", "--write"]) == 0
+    assert "NLL (k=20, first 10 images)" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--data-dir", str(data), "--k", "20", "--write"]) == 0
+    assert load_checkpoint(out).meta.metrics["nll_n"] == 64 and "first" not in capsys.readouterr().out
 
 
 def test_resume_extends_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -24,7 +24,7 @@ from vae_core.atomic import DiskFullError
 from vae_core.checkpoint import CheckpointError, load_checkpoint, model_file, read_checkpoint, update_metrics
 from vae_core.data import DatasetError, ImageSet
 from vae_core.device import pick_device
-from vae_core.evaluation import eval_inputs, summarize
+from vae_core.evaluation import eval_inputs, nll_subset, summarize
 from vae_core.gaps import GAPS_IMAGES, GAPS_K, format_gaps, gaps
 from vae_core.model import VAE
 from vae_core.presets import apply_preset
@@ -318,8 +318,7 @@ def format_report(name: str, dataset: str, m: dict) -> str:
         f"  ELBO        {m['elbo']:9.2f} nats/image  (recon {m['recon']:.2f} + KL {m['kl']:.2f})",
     ]
     if "nll" in m:
-        on = f", first {m['nll_n']} images" if "nll_n" in m else ""
-        lines.append(f"  NLL (k={m['nll_k']}{on}) {m['nll']:8.2f} nats/image")
+        lines.append(f"  NLL (k={m['nll_k']}{nll_subset(m)}) {m['nll']:8.2f} nats/image")
     if "bits_per_dim" in m:
         lines.append(f"  bits/dim    {m['bits_per_dim']:9.3f}  (from the {m['bits_per_dim_from'].upper()})")
     lines.append(f"  active units {m['active_units']} of {len(m['kl_per_dim'])}")

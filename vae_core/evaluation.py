@@ -106,6 +106,12 @@ def log_likelihood(
     return torch.cat(out)
 
 
+def nll_subset(metrics: dict) -> str:
+    """ ", first N images" when the metrics' NLL covers only the first N of their images, else ""."""
+    n = metrics.get("nll_n", metrics.get("n_images"))
+    return f", first {n} images" if n is not None and n < metrics.get("n_images", n) else ""
+
+
 def summarize(
     model: VAE,
     x: Tensor,
@@ -118,8 +124,9 @@ def summarize(
     """The metrics a checkpoint carries: test ELBO (recon + KL), KL per dim, active units, NLL (k > 0)
     and, with `check`, the seeded fingerprint that ties a model card to its weights.
 
-    `nll_n` scores the NLL on the first nll_n images only (stored as `nll_n`), for models whose k
-    decodes per image are too dear for the whole test set; the ELBO still covers every image."""
+    `nll_n` scores the NLL on the first nll_n images only, for models whose k decodes per image are
+    too dear for the whole test set; the ELBO still covers every image. The metrics' `nll_n` says how
+    many images the NLL covers (all of them without `nll_n`)."""
     scores = score(model, x)
     per_dim = kl_per_dim(scores)
     metrics = {
@@ -131,10 +138,10 @@ def summarize(
         "active_units": int(active_units(scores).sum()),
     }
     if k > 0:
-        metrics["nll"] = -log_likelihood(model, x[:nll_n], k, progress=progress).mean().item()
+        scored = x[:nll_n]
+        metrics["nll"] = -log_likelihood(model, scored, k, progress=progress).mean().item()
         metrics["nll_k"] = k
-        if nll_n is not None and nll_n < len(x):
-            metrics["nll_n"] = nll_n
+        metrics["nll_n"] = len(scored)  # always written, so a later full evaluation replaces a partial one
     if model.likelihood.bits_per_dim_applies:
         source = "nll" if k > 0 else "elbo"
         nats = metrics["nll"] if k > 0 else -metrics["elbo"]
