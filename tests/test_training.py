@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,41 @@ def test_resume_drops_records_logged_after_the_checkpoint(tmp_path: Path, tiny_d
     run(tmp_path / "ck", tiny_data, epochs=2, log_every=1, resume=True)
     steps = [r.step for r in read_metrics(tmp_path / "ck") if r.event == "step"]
     assert steps == list(range(1, 17))
+
+
+def _edit_state(folder: Path, edit: Callable[[dict], None]) -> None:
+    state = torch.load(folder / STATE_FILE, weights_only=True)
+    edit(state)
+    torch.save(state, folder / STATE_FILE)
+
+
+def _shrink_first_moment(state: dict) -> None:
+    moments = state["optimizer"]["state"][0]
+    moments["exp_avg"] = moments["exp_avg"][:1]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_shrink_first_moment, r"optimizer's exp_avg of parameter 0 is \(1, 784\), not \(\d+, 784\)"),
+        (lambda s: s["optimizer"]["param_groups"][0]["params"].pop(), r"holds \d+ parameters, the model \d+"),
+        (lambda s: s.pop("cpu_rng"), r"state has no cpu_rng"),
+        (lambda s: s["position"].update(step=-3), r"negative or non-numeric counts"),
+        (lambda s: s["position"].pop("wall_time"), r"position must have exactly the fields"),
+        (lambda s: s.update(optimizer=[1, 2]), r"not an optimizer's state_dict"),
+    ],
+    ids=["moment-shape", "parameter-count", "no-rng", "negative-step", "missing-field", "not-a-state"],
+)
+def test_a_damaged_training_state_is_refused_on_resume_with_what_is_wrong(
+    tmp_path: Path, tiny_data: tuple, edit: Callable[[dict], None], message: str
+) -> None:
+    """A train_state.pt that loads but does not fit the model (moments of another shape, a parameter
+    short, a key or position field missing) is refused before any step, naming what is wrong, and
+    the checkpoint it would have resumed is left as it was."""
+    run(tmp_path / "ck", tiny_data, epochs=1)
+    _edit_state(tmp_path / "ck", edit)
+    good = (tmp_path / "ck" / "model.pt").read_bytes()
+    expected = rf"Cannot resume from .*train_state.pt: its .*{message}.*\. Start a new run"
+    with pytest.raises(CheckpointError, match=expected):
+        run(tmp_path / "ck", tiny_data, epochs=2, resume=True)
+    assert (tmp_path / "ck" / "model.pt").read_bytes() == good

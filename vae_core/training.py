@@ -129,10 +129,50 @@ def _save(out: Path, trainer: _Trainer) -> None:
     )  # fmt: skip
 
 
+def _check_state(path: Path, state: dict, opt: torch.optim.Optimizer) -> Position:
+    """Where a training state stands, after checking that it is one `_save` wrote for this model:
+    the keys it needs, a position of counts, and optimizer moments shaped like the parameters (a
+    mismatch would otherwise surface as a shape error inside the first optimizer step)."""
+
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"Cannot resume from {path}: {why}. Start a new run to train further.", path)
+
+    missing = [key for key in ("position", "optimizer", "cpu_rng", "cuda_rng") if key not in state]
+    if missing:
+        raise refuse(f"its state has no {', '.join(missing)}")
+    fields = Position.__dataclass_fields__
+    position = state["position"]
+    if not isinstance(position, dict) or set(position) != set(fields):
+        raise refuse(f"its position must have exactly the fields {sorted(fields)}")
+    if not all(isinstance(position[f], (int, float)) and position[f] >= 0 for f in fields):
+        raise refuse(f"its position holds negative or non-numeric counts ({position})")
+    if not isinstance(state["cpu_rng"], torch.Tensor) or state["cpu_rng"].dtype != torch.uint8:
+        raise refuse("its random-number state is not a byte tensor")
+    cuda = state["cuda_rng"]
+    if not isinstance(cuda, (list, tuple)) or not all(
+        isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda
+    ):
+        raise refuse("its CUDA random-number states are not byte tensors")
+    saved, params = state["optimizer"], [p for group in opt.param_groups for p in group["params"]]
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    moments = saved.get("state") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not isinstance(moments, dict):
+        raise refuse("its optimizer state is not an optimizer's state_dict")
+    ids = [i for group in groups if isinstance(group, dict) for i in group.get("params", [])]
+    if len(ids) != len(params):
+        raise refuse(f"its optimizer holds {len(ids)} parameters, the model {len(params)}")
+    for i, param in zip(ids, params, strict=True):
+        for name, moment in (moments.get(i) or {}).items():
+            if name != "step" and (not isinstance(moment, torch.Tensor) or moment.shape != param.shape):
+                shape = tuple(moment.shape) if isinstance(moment, torch.Tensor) else type(moment).__name__
+                raise refuse(f"its optimizer's {name} of parameter {i} is {shape}, not {tuple(param.shape)}")
+    return Position(**{f: type(getattr(Position, f))(position[f]) for f in fields})
+
+
 def _restore(out: Path, model: VAE, opt: torch.optim.Optimizer) -> tuple[Position, dict]:
     ckpt = read_checkpoint(out)
     state = safe_load(out / STATE_FILE)
-    position = Position(**state["position"])
+    position = _check_state(out / STATE_FILE, state, opt)
     if position.step != ckpt.get("step"):
         raise CheckpointError(
             f"Cannot resume {out}: {STATE_FILE} is at step {position.step} but {model_file(out).name} at "
