@@ -20,11 +20,36 @@ class DiskFullError(OSError):
     """No space left where a file was being written; the previous file, if any, is intact."""
 
 
+def _read_umask() -> int:
+    """The process's umask. Setting it is the only portable way to read it, and not thread-safe, so it
+    is read once, at import."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file (descriptor, name) in `path`'s folder, with the permissions `path` has or,
+    for a new file, those `open` would give it. mkstemp makes it private (0600), which a rename would
+    pass on to the target: a checkpoint other accounts could not read."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if hasattr(os, "fchmod"):  # POSIX
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~UMASK
+        os.fchmod(fd, mode)
+    return fd, tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

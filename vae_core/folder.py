@@ -43,7 +43,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -55,7 +54,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vae_core.atomic import DiskFullError, atomic_write_text
+from vae_core.atomic import DiskFullError, atomic_write_text, temporary_beside
 from vae_core.data import PROJECT_ROOT, DatasetError, ImageSet
 from vae_core.preprocess import MAX_FILE_BYTES, MAX_PIXELS, MODES, _describe, fit_picture
 
@@ -569,7 +568,7 @@ class _RowWriter:
 
     def _allocate(self, rows: int) -> tuple[Path, int]:
         """A new temporary .npy of `rows` rows beside the target, and the offset of its data."""
-        fd, name = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp")
+        fd, name = temporary_beside(self.target)
         os.close(fd)
         array = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=(rows, *self.row_shape))
         offset = array.offset
