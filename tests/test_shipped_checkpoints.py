@@ -34,7 +34,8 @@ def test_every_shipped_model_is_present() -> None:
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_card_is_complete_and_consistent(name: str) -> None:
-    """Each checkpoint loads and its metrics hold the full card, with ELBO = -(recon + KL)."""
+    """Each checkpoint loads and its metrics hold the full card, with ELBO = -(recon + KL) and an NLL
+    over the whole test set."""
     model = load_checkpoint(ROOT / "checkpoints" / name)
     m = model.meta.metrics
     assert m.keys() >= CARD, f"{name} lacks {CARD - m.keys()}"
@@ -43,6 +44,7 @@ def test_card_is_complete_and_consistent(name: str) -> None:
     assert len(m["kl_per_dim"]) == model.config.latent_dim
     dataset, n_test = DATASETS[name]
     assert m["n_images"] == n_test and m["nll"] <= -m["elbo"]  # the IWAE bound is tighter
+    assert m.get("nll_n", n_test) == n_test, f"{name}'s NLL covers only its first {m['nll_n']} test images"
     assert model.meta.dataset == dataset
     if model.likelihood.bits_per_dim_applies:  # 8-bit pixels: the card gives bits/dim of its NLL
         assert m["bits_per_dim"] == pytest.approx(
