@@ -270,8 +270,17 @@ def _shrink_first_moment(state: dict) -> None:
         (lambda s: s["position"].update(step=-3), r"negative or non-numeric counts"),
         (lambda s: s["position"].pop("wall_time"), r"position must have exactly the fields"),
         (lambda s: s.update(optimizer=[1, 2]), r"not an optimizer's state_dict"),
+        (lambda s: s["optimizer"]["state"].update({0: [1.0]}), r"state of parameter 0 is not a dict"),
     ],
-    ids=["moment-shape", "parameter-count", "no-rng", "negative-step", "missing-field", "not-a-state"],
+    ids=[
+        "moment-shape",
+        "parameter-count",
+        "no-rng",
+        "negative-step",
+        "missing-field",
+        "not-a-state",
+        "not-moments",
+    ],
 )
 def test_a_damaged_training_state_is_refused_on_resume_with_what_is_wrong(
     tmp_path: Path, tiny_data: tuple, edit: Callable[[dict], None], message: str

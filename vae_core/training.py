@@ -162,7 +162,10 @@ def _check_state(path: Path, state: dict, opt: torch.optim.Optimizer) -> Positio
     if len(ids) != len(params):
         raise refuse(f"its optimizer holds {len(ids)} parameters, the model {len(params)}")
     for i, param in zip(ids, params, strict=True):
-        for name, moment in (moments.get(i) or {}).items():
+        entry = moments.get(i, {})
+        if not isinstance(entry, dict):
+            raise refuse(f"its optimizer's state of parameter {i} is not a dict of moments")
+        for name, moment in entry.items():
             if name != "step" and (not isinstance(moment, torch.Tensor) or moment.shape != param.shape):
                 shape = tuple(moment.shape) if isinstance(moment, torch.Tensor) else type(moment).__name__
                 raise refuse(f"its optimizer's {name} of parameter {i} is {shape}, not {tuple(param.shape)}")
